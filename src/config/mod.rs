@@ -1,0 +1,211 @@
+//! `gateway.toml`: the configuration model and how it is loaded.
+//!
+//! Sources, later ones winning: built-in defaults < the TOML file < `GATEWAY_*`
+//! environment variables (nested keys joined with `__`, e.g. `GATEWAY_SERVER__THREADS=8`)
+//! < command-line flags. `config/gateway.toml` in the repository is the annotated
+//! reference of every key.
+
+mod app;
+mod error;
+mod limits;
+mod server;
+mod telemetry;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use app::AppConfig;
+pub use error::ConfigError;
+pub use limits::LimitsConfig;
+pub use server::ServerConfig;
+pub use telemetry::{LogFormat, TelemetryConfig};
+
+/// The whole configuration of one gateway.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Listeners, processes, threads and timeouts.
+    pub server: ServerConfig,
+    /// The WSGI application and its Python environment.
+    pub app: AppConfig,
+    /// Request size limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Values given on the command line; they override every other source.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<CliServer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<CliApp>,
+}
+
+/// `[server]` keys settable by flags.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliServer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+/// `[app]` keys settable by flags.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliApp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wsgi: Option<String>,
+}
+
+/// A loaded, validated configuration and where it came from.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    /// The merged configuration.
+    pub config: GatewayConfig,
+    /// The config file, if one was read.
+    pub file: Option<PathBuf>,
+}
+
+impl LoadedConfig {
+    /// The folder relative paths in the config are resolved against: the config file's
+    /// folder, or the current directory when there is no file.
+    pub fn base_dir(&self) -> PathBuf {
+        self.file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))
+    }
+}
+
+/// Load the configuration from `file` (if any), the environment and `overrides`, then
+/// validate it. Nothing is bound or imported here.
+pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfig, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(GatewayConfig::default()));
+    let file = match file {
+        Some(path) => {
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            std::fs::metadata(&absolute).map_err(|source| ConfigError::Unreadable {
+                path: absolute.clone(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(&absolute));
+            Some(absolute)
+        }
+        None => None,
+    };
+    let figment = figment
+        .merge(Env::prefixed("GATEWAY_").split("__").ignore(&["config"]))
+        .merge(Serialized::globals(overrides));
+    let config: GatewayConfig = figment.extract().map_err(|e| ConfigError::Parse(describe(&e)))?;
+    let loaded = LoadedConfig { config, file };
+    validate(&loaded.config, &figment)?;
+    Ok(loaded)
+}
+
+/// Render figment's errors as `key: problem (from source)`, one per line.
+fn describe(errors: &figment::Error) -> String {
+    errors
+        .clone()
+        .into_iter()
+        .map(|error| {
+            let key = if error.path.is_empty() {
+                "(top level)".to_owned()
+            } else {
+                error.path.join(".")
+            };
+            let origin = error
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(source) => source.to_string(),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| "defaults".to_owned());
+            format!("{key}: {} (from {origin})", error.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Check values that parse but make no sense, naming the key and its source.
+fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| {
+        let origin = figment
+            .find_metadata(key)
+            .map(|m| match &m.source {
+                Some(source) => source.to_string(),
+                None => m.name.to_string(),
+            })
+            .unwrap_or_else(|| "defaults".to_owned());
+        Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            message,
+            origin,
+        })
+    };
+    let server = &config.server;
+    if server.bind.is_empty() {
+        return invalid("server.bind", "at least one address is needed".into());
+    }
+    for address in &server.bind {
+        if let Err(message) = crate::server::BindAddress::parse(address) {
+            return invalid("server.bind", message);
+        }
+    }
+    if server.workers != 1 {
+        return invalid(
+            "server.workers",
+            format!(
+                "{} workers requested, but this build runs one worker process; \
+                 run several gateways behind SO_REUSEPORT-free ports or set workers = 1",
+                server.workers
+            ),
+        );
+    }
+    if server.threads == 0 || server.threads > 1024 {
+        return invalid("server.threads", format!("must be 1..=1024, got {}", server.threads));
+    }
+    match config.app.wsgi.as_deref() {
+        None => {
+            return invalid(
+                "app.wsgi",
+                "no application: set app.wsgi = \"module:callable\" or pass --app".into(),
+            )
+        }
+        Some(spec) => {
+            if let Err(message) = crate::wsgi::AppSpec::parse(spec) {
+                return invalid("app.wsgi", message);
+            }
+        }
+    }
+    let script_name = &config.app.script_name;
+    if !script_name.is_empty() && (!script_name.starts_with('/') || script_name.ends_with('/')) {
+        return invalid(
+            "app.script_name",
+            format!("must start with '/' and not end with '/', got {script_name:?}"),
+        );
+    }
+    let limits = &config.limits;
+    if limits.max_head_size.0 < 8192 {
+        return invalid("limits.max_head_size", "must be at least 8192 bytes".into());
+    }
+    if limits.max_header_count == 0 {
+        return invalid("limits.max_header_count", "must be at least 1".into());
+    }
+    if limits.max_request_line < 16 {
+        return invalid("limits.max_request_line", "must be at least 16 bytes".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_level) {
+        return invalid("telemetry.log_level", e.to_string());
+    }
+    Ok(())
+}

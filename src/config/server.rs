@@ -1,0 +1,60 @@
+//! `[server]`: listeners, the process and thread model, timeouts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{duration, one_or_many};
+
+/// How the gateway listens and how long it waits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to listen on: `"HOST:PORT"` (IPv4, `[IPv6]`, or a name that resolves).
+    /// Port 0 asks the OS for a free port; the chosen address is logged.
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<String>,
+    /// Worker processes. Each has its own interpreter and Python thread pool.
+    pub workers: usize,
+    /// Python threads per worker: how many requests run application code at once.
+    pub threads: usize,
+    /// Pending-connection queue length passed to listen(2) (gunicorn's `backlog`).
+    pub backlog: u32,
+    /// Serve HTTP/2 over cleartext to clients that start with the HTTP/2 preface.
+    pub http2: bool,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish before exit.
+    #[serde(with = "duration")]
+    pub graceful_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open (gunicorn's `keepalive`).
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// How long a client may take to send a complete request head once it has started
+    /// (slowloris protection); the connection gets a 408 and is closed after it.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// How long `wsgi.input` waits for the next piece of a request body before the read
+    /// raises (and a pre-read small body gets 408).
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// How long a response may wait for a slow client to accept more bytes before the
+    /// connection is dropped and the application's iterable is closed.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: vec!["127.0.0.1:8000".to_owned()],
+            workers: 1,
+            threads: 4,
+            backlog: 2048,
+            http2: true,
+            graceful_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `[telemetry]`: how the gateway logs.
+
+use serde::{Deserialize, Serialize};
+
+/// Log output settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log filter in `RUST_LOG` syntax, e.g. `"info"` or `"info,wsgi_gateway::server=debug"`.
+    /// `RUST_LOG` in the environment overrides it.
+    pub log_level: String,
+    /// `"text"` for people, `"json"` for log collectors.
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}

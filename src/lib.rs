@@ -1,0 +1,25 @@
+//! wsgi-gateway: serve Python WSGI applications (PEP 3333) from one Rust process.
+//!
+//! # Layout
+//! - [`cli`]: flags and subcommands.
+//! - [`config`]: `gateway.toml`, environment and flags merged with figment, validated.
+//! - [`server`]: listeners, connections (hyper HTTP/1.1 and HTTP/2), limits, draining.
+//! - [`pipeline`]: configuration in, one tower service out, ending in the application.
+//! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
+//! - [`http_error`]: the gateway's own error responses.
+//! - [`telemetry`]: logging.
+//!
+//! # Life of a request
+//! ```text
+//! socket -> framing check -> hyper -> [pipeline layers] -> WsgiService
+//!        -> Python pool thread: app(environ, start_response) -> iterable
+//!        -> oneshot (head) + bounded channel (body) -> hyper -> socket
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod http_error;
+pub mod pipeline;
+pub mod server;
+pub mod telemetry;
+pub mod wsgi;

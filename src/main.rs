@@ -1,0 +1,59 @@
+//! The `wsgi-gateway` binary: parse flags, load config, start logging, run the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wsgi_gateway::cli::{config_file, Cli, Command};
+use wsgi_gateway::config::{self, CliOverrides};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => {
+            let file = config_file(args.config);
+            match config::load(file.as_deref(), &CliOverrides::default()) {
+                Ok(loaded) => {
+                    let from = loaded.file.map(|f| f.display().to_string());
+                    println!("configuration OK ({})", from.as_deref().unwrap_or("defaults"));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("wsgi-gateway: invalid configuration:\n{error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve(args) => {
+            let file = config_file(args.config.clone());
+            let loaded = match config::load(file.as_deref(), &args.overrides()) {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    eprintln!("wsgi-gateway: invalid configuration:\n{error}");
+                    return ExitCode::from(2);
+                }
+            };
+            wsgi_gateway::telemetry::init(&loaded.config.telemetry);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("wsgi-gateway: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(wsgi_gateway::server::run(loaded));
+            match result {
+                Ok(()) => {
+                    // Python threads may still be parked; the process exits without
+                    // finalising the interpreter, as gunicorn workers do.
+                    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    tracing::error!("{error}");
+                    eprintln!("wsgi-gateway: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Serving one accepted connection: HTTP/1.1 or HTTP/2, timeouts, graceful close.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::Request;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::io::{ConnectionActivity, GuardedIo};
+use crate::config::GatewayConfig;
+use crate::pipeline::GatewayService;
+
+/// Facts about the connection a request arrived on, put in each request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// The local address that accepted the connection.
+    pub local: Option<SocketAddr>,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+}
+
+/// Protocol settings shared by all connections.
+#[derive(Clone)]
+pub struct ConnectionSettings {
+    builder: auto::Builder<TokioExecutor>,
+    keepalive_timeout: Duration,
+}
+
+impl ConnectionSettings {
+    /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
+    pub fn new(config: &GatewayConfig) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .half_close(false)
+            .header_read_timeout(config.server.header_timeout)
+            .max_headers(config.limits.max_header_count)
+            // A head that does not fit the read buffer gets 431.
+            .max_buf_size(config.limits.max_head_size.as_usize().max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.limits.max_head_size.0.min(u32::MAX as u64) as u32)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(None);
+        if !config.server.http2 {
+            builder = builder.http1_only();
+        }
+        Self {
+            builder,
+            keepalive_timeout: config.server.keepalive_timeout,
+        }
+    }
+}
+
+/// Serve requests on `stream` until the client closes, the connection idles past the
+/// keep-alive timeout, or `shutdown` turns true (then requests in flight finish first).
+pub async fn serve<T>(
+    stream: T,
+    info: ConnectionInfo,
+    service: GatewayService,
+    settings: ConnectionSettings,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = ConnectionActivity::new();
+    let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
+    let requests = activity.clone();
+    let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(info);
+        let request = Request::from_parts(parts, Body::new(body));
+        requests.request_started();
+        let finished = FinishGuard(requests.clone());
+        let response = service.clone().oneshot(request);
+        async move {
+            let response = response.await?;
+            Ok::<_, Infallible>(response.map(|inner| TrackedBody {
+                inner,
+                _finished: finished,
+            }))
+        }
+    });
+    let connection = settings.builder.serve_connection(io, hyper_service);
+    tokio::pin!(connection);
+    let keepalive = settings.keepalive_timeout;
+    let mut draining = *shutdown.borrow();
+    if draining {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let recheck = activity
+            .idle_deadline(keepalive)
+            .unwrap_or_else(|| std::time::Instant::now() + keepalive);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = ?info.peer, "connection ended: {error}");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                connection.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = tokio::time::sleep_until(recheck.into()), if !draining => {
+                let idle = activity
+                    .idle_deadline(keepalive)
+                    .is_some_and(|deadline| deadline <= std::time::Instant::now());
+                if idle {
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// Marks the request finished when dropped: with the response body, or with the
+/// response future if the client went away first.
+struct FinishGuard(Arc<ConnectionActivity>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// A response body that reports to the connection when it is done.
+struct TrackedBody {
+    inner: Body,
+    _finished: FinishGuard,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

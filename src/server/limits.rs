@@ -1,0 +1,105 @@
+//! Request limits checked before a request reaches any layer: request line (414),
+//! header field size and count (431), declared body size (413).
+//!
+//! hyper enforces the whole-head size and, for HTTP/1, the header count itself; this
+//! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well.
+
+use std::task::{Context, Poll};
+
+use futures_util::future::{self, Either, Ready};
+use http::{header, Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::config::LimitsConfig;
+use crate::http_error::error_response;
+
+/// Adds [`RequestLimits`] to a service.
+#[derive(Clone, Debug)]
+pub struct RequestLimitsLayer {
+    limits: LimitsConfig,
+}
+
+impl RequestLimitsLayer {
+    /// Enforce `limits`.
+    pub fn new(limits: LimitsConfig) -> Self {
+        Self { limits }
+    }
+}
+
+impl<S> Layer<S> for RequestLimitsLayer {
+    type Service = RequestLimits<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLimits {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// Refuses requests over the configured limits with 413, 414 or 431.
+#[derive(Clone, Debug)]
+pub struct RequestLimits<S> {
+    inner: S,
+    limits: LimitsConfig,
+}
+
+impl<S> RequestLimits<S> {
+    fn refusal<B>(&self, request: &Request<B>) -> Option<StatusCode> {
+        let limits = &self.limits;
+        // "METHOD SP target SP HTTP/1.1"
+        let target_len = request
+            .uri()
+            .path_and_query()
+            .map_or(request.uri().path().len(), |pq| pq.as_str().len());
+        if request.method().as_str().len() + target_len + 10 > limits.max_request_line {
+            return Some(StatusCode::URI_TOO_LONG);
+        }
+        let headers = request.headers();
+        if headers.len() > limits.max_header_count {
+            return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        if headers
+            .iter()
+            .any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.max_header_size)
+        {
+            return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limits.max_body_size.0) {
+            return Some(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        None
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RequestLimits<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<String>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response<ResBody>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self.refusal(&request) {
+            Some(status) => {
+                tracing::info!(
+                    method = %request.method(),
+                    status = status.as_u16(),
+                    "request refused by [limits]"
+                );
+                Either::Left(future::ready(Ok(error_response(status))))
+            }
+            None => Either::Right(self.inner.call(request)),
+        }
+    }
+}

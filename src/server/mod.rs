@@ -1,0 +1,211 @@
+//! Listening, accepting and draining.
+//!
+//! [`run`] loads the application, binds every `server.bind` address, serves until
+//! SIGTERM or SIGINT, then stops accepting, lets requests in flight finish within
+//! `server.graceful_timeout` and returns.
+
+mod bind;
+mod connection;
+mod error;
+mod framing;
+mod io;
+mod limits;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+pub use bind::BindAddress;
+pub use connection::{ConnectionInfo, ConnectionSettings};
+pub use error::ServerError;
+pub use limits::{RequestLimits, RequestLimitsLayer};
+
+use crate::config::LoadedConfig;
+use crate::pipeline;
+use crate::wsgi::{self, environ::EnvironSettings, interpreter::PythonSetup, AppSettings};
+
+/// Serve the configured application until a stop signal, then drain.
+pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
+    let config = &loaded.config;
+    let app_settings = app_settings(&loaded);
+    let runtime = tokio::runtime::Handle::current();
+    // Importing the app may take a while and holds the GIL: keep it off the runtime.
+    let app = tokio::task::spawn_blocking(move || wsgi::load(&app_settings, runtime))
+        .await
+        .expect("application loading panicked")?;
+    let service = pipeline::build(config, app);
+
+    let mut listeners = Vec::new();
+    for address in &config.server.bind {
+        let parsed = BindAddress::parse(address).map_err(|message| ServerError::Bind {
+            address: address.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+        })?;
+        let bound = parsed
+            .bind(config.server.backlog)
+            .and_then(|sockets| sockets.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>())
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        listeners.extend(bound);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Arc::new(ConnectionCount::default());
+    let settings = ConnectionSettings::new(config);
+    for listener in listeners {
+        let local = listener.local_addr().ok();
+        if let Some(local) = local {
+            tracing::info!(
+                workers = config.server.workers,
+                threads = config.server.threads,
+                "listening on http://{local}"
+            );
+        }
+        tokio::spawn(accept_loop(
+            listener,
+            service.clone(),
+            settings.clone(),
+            stop_rx.clone(),
+            connections.clone(),
+        ));
+    }
+
+    wait_for_stop_signal().await?;
+    tracing::info!(
+        open_connections = connections.open(),
+        "stopping: no new connections; draining for up to {:?}",
+        config.server.graceful_timeout
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.server.graceful_timeout, connections.all_closed()).await;
+    match drained {
+        Ok(()) => tracing::info!("all connections closed; exiting"),
+        Err(_) => tracing::warn!(
+            open_connections = connections.open(),
+            "graceful_timeout reached; closing the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+fn app_settings(loaded: &LoadedConfig) -> AppSettings {
+    let config = &loaded.config;
+    let python_path = if config.app.python_path.is_empty() {
+        vec![std::env::current_dir().unwrap_or_default()]
+    } else {
+        config.app.python_path.iter().map(|p| p.relative()).collect()
+    };
+    let virtualenv = config
+        .app
+        .virtualenv
+        .as_ref()
+        .map(|v| v.relative())
+        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(Into::into));
+    AppSettings {
+        spec: config.app.wsgi.clone().unwrap_or_default(),
+        python: PythonSetup {
+            virtualenv,
+            python_path,
+        },
+        environ: EnvironSettings {
+            script_name: config.app.script_name.clone(),
+            multithread: config.server.threads > 1,
+            multiprocess: config.server.workers > 1,
+        },
+        threads: config.server.threads,
+        write_timeout: config.server.write_timeout,
+        read_timeout: config.server.read_timeout,
+        max_body_size: config.limits.max_body_size.0,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    service: pipeline::GatewayService,
+    settings: ConnectionSettings,
+    mut stop: watch::Receiver<bool>,
+    connections: Arc<ConnectionCount>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo {
+            peer: Some(peer),
+            local,
+            scheme: "http",
+        };
+        let open = connections.opened();
+        let serve = connection::serve(stream, info, service.clone(), settings.clone(), stop.clone());
+        tokio::spawn(async move {
+            serve.await;
+            drop(open);
+        });
+    }
+}
+
+/// Counts open connections so shutdown can wait for them.
+#[derive(Default)]
+struct ConnectionCount {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl ConnectionCount {
+    fn opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        ConnectionGuard(self.clone())
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct ConnectionGuard(Arc<ConnectionCount>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+/// Wait for SIGTERM or SIGINT.
+async fn wait_for_stop_signal() -> Result<(), ServerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

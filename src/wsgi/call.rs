@@ -1,0 +1,197 @@
+//! Running one request through the application on a Python thread.
+//!
+//! `app(environ, start_response)` is called, the returned iterable is driven chunk by
+//! chunk into the response, and its `close()` is called exactly once whatever happens:
+//! normal end, an exception while iterating, or the client going away.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::{header, HeaderValue, StatusCode};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use super::body::file_body;
+use super::file_wrapper::FileWrapper;
+use super::input::{InputLimits, WsgiInput};
+use super::interpreter::format_exception;
+use super::pool::{AppContext, Job};
+use super::response::{ResponseContext, SendStop, StartResponse};
+
+/// Serve `job` with the application. Never panics on application misbehaviour: every
+/// failure becomes a logged traceback and a 500 (or a cut connection once the head has
+/// been sent).
+pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
+    let Job { head, input, reply } = job;
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let responder = StartResponse::new(
+        ResponseContext {
+            method: head.method.clone(),
+            runtime: context.runtime.clone(),
+            write_timeout: context.write_timeout,
+        },
+        reply,
+    );
+    let responder = match Bound::new(py, responder) {
+        Ok(responder) => responder,
+        Err(error) => {
+            tracing::error!("cannot create start_response: {error}");
+            return;
+        }
+    };
+    let input = WsgiInput::new(
+        input,
+        context.runtime.clone(),
+        InputLimits {
+            max_body_size: context.max_body_size,
+            read_timeout: context.read_timeout,
+            overflowed: overflowed.clone(),
+        },
+    );
+    let request_line = || format!("{} {}", head.method, head.uri);
+    let environ = Bound::new(py, input)
+        .and_then(|input| context.environ.build(py, &head, input.into_any()));
+    let environ = match environ {
+        Ok(environ) => environ,
+        Err(error) => {
+            tracing::error!(request = %request_line(), "cannot build the environ: {}", format_exception(py, &error));
+            responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+            return;
+        }
+    };
+
+    let iterable = match context.app.bind(py).call1((environ, &responder)) {
+        Ok(iterable) => iterable,
+        Err(error) => {
+            fail(py, &responder, &error, &overflowed, &request_line());
+            return;
+        }
+    };
+    let outcome = drive(py, context, &iterable, &responder);
+    let closed = close(&iterable);
+    let outcome = outcome.and(closed);
+    if let Err(error) = outcome {
+        fail(py, &responder, &error, &overflowed, &request_line());
+    }
+}
+
+/// Log an application error and answer 500 (413 if the body limit was hit) or, if the
+/// head is already out, abort the body.
+fn fail(
+    py: Python<'_>,
+    responder: &Bound<'_, StartResponse>,
+    error: &PyErr,
+    overflowed: &AtomicBool,
+    request_line: &str,
+) {
+    if overflowed.load(Ordering::Relaxed) {
+        tracing::warn!(request = %request_line, "request body over limits.max_body_size: 413");
+        responder.borrow_mut().fail(StatusCode::PAYLOAD_TOO_LARGE);
+        return;
+    }
+    if error.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py)
+        && responder.borrow().headers_sent()
+    {
+        tracing::debug!(request = %request_line, "client went away during the response");
+        responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+        return;
+    }
+    tracing::error!(
+        target: "wsgi_gateway::app",
+        request = %request_line,
+        "application error:\n{}",
+        format_exception(py, error)
+    );
+    responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+/// Call `iterable.close()` if it has one.
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Lists, tuples and bytes have no close(); skip the attribute lookup for them.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Move the iterable's output into the response.
+fn drive(
+    py: Python<'_>,
+    context: &AppContext,
+    iterable: &Bound<'_, PyAny>,
+    responder: &Bound<'_, StartResponse>,
+) -> PyResult<()> {
+    if !responder.borrow().headers_sent() {
+        // Fast path: a list or tuple is complete already; answer with a known length.
+        if let Some(items) = sequence_items(iterable) {
+            let mut body = BytesMut::new();
+            for item in items.iter() {
+                body.extend_from_slice(as_bytes(&item)?.as_bytes());
+            }
+            return responder.borrow_mut().finish(Some(body.freeze()));
+        }
+        // A real file: stream it from the runtime instead of iterating in Python.
+        if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+            if let Some(file) = wrapper.borrow().real_file(py) {
+                return send_file(context, responder, file);
+            }
+        }
+    }
+    for item in iterable.try_iter()? {
+        let item = item?;
+        let chunk = as_bytes(&item)?;
+        match responder.borrow_mut().send_chunk(py, chunk.as_bytes())? {
+            Ok(()) => {}
+            Err(SendStop::LengthReached) | Err(SendStop::ClientGone) => break,
+        }
+    }
+    responder.borrow_mut().finish(None)
+}
+
+fn sequence_items<'py>(iterable: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = iterable.cast::<PyList>() {
+        return Some(list.iter().collect());
+    }
+    if let Ok(tuple) = iterable.cast::<PyTuple>() {
+        return Some(tuple.iter().collect());
+    }
+    None
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the application yielded {}, but a WSGI body is made of bytes",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+fn send_file(
+    context: &AppContext,
+    responder: &Bound<'_, StartResponse>,
+    file: super::file_wrapper::RealFile,
+) -> PyResult<()> {
+    let mut responder = responder.borrow_mut();
+    responder.finish_with(|head| {
+        let len = match head.content_length {
+            Some(declared) => declared.min(file.len),
+            None => {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(file.len));
+                file.len
+            }
+        };
+        if head.content_length.is_some_and(|declared| declared > file.len) {
+            tracing::warn!("the file is shorter than the application's Content-Length");
+        }
+        file_body(&context.runtime, file.file, file.offset, len, context.write_timeout)
+    })
+}

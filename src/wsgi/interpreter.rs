@@ -1,0 +1,176 @@
+//! Starting the embedded CPython and importing the application.
+//!
+//! The interpreter is initialised through `PyConfig` with `program_name` set to the
+//! virtualenv's `bin/python` (or the Python the gateway was built against), so Python's
+//! own path computation finds `pyvenv.cfg` and sets `sys.prefix` and site-packages
+//! exactly as running that `python` would. Python's signal handlers are not installed:
+//! the gateway owns SIGINT/SIGTERM/SIGHUP.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::{AppSpec, WsgiError};
+
+/// Where Python should come from and what goes on `sys.path`.
+#[derive(Clone, Debug, Default)]
+pub struct PythonSetup {
+    /// The virtualenv to run in, if any.
+    pub virtualenv: Option<PathBuf>,
+    /// Entries put in front of `sys.path`, in order.
+    pub python_path: Vec<PathBuf>,
+}
+
+/// The interpreter the binary was linked against, recorded by `build.rs`.
+const BUILD_PYTHON: &str = env!("GATEWAY_BUILD_PYTHON");
+
+/// Start the interpreter once for this process and release the GIL so pool threads can
+/// attach. Must be called before any other Python use.
+pub fn start(setup: &PythonSetup) -> Result<(), WsgiError> {
+    let program = match &setup.virtualenv {
+        Some(venv) => venv_python(venv)?,
+        None => PathBuf::from(BUILD_PYTHON),
+    };
+    // SAFETY: called once, before any other thread touches Python; every pointer passed
+    // to the C API outlives the call that uses it.
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Err(WsgiError::Interpreter("already initialised".into()));
+        }
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        let result = (|| {
+            let program = CString::new(program.as_os_str().as_encoded_bytes())
+                .map_err(|_| WsgiError::Interpreter("program path contains NUL".into()))?;
+            check(ffi::PyConfig_SetBytesString(
+                &mut config,
+                &mut config.program_name,
+                program.as_ptr(),
+            ))?;
+            let argv0 = c"wsgi-gateway";
+            let mut argv = [argv0.as_ptr()];
+            check(ffi::PyConfig_SetBytesArgv(&mut config, 1, argv.as_mut_ptr()))?;
+            check(ffi::Py_InitializeFromConfig(&config))
+        })();
+        ffi::PyConfig_Clear(&mut config);
+        result?;
+        // Hand the GIL back: from here on every thread attaches through pyo3.
+        ffi::PyEval_SaveThread();
+    }
+    Python::attach(|py| prepend_sys_path(py, &setup.python_path))
+        .map_err(|e| WsgiError::Interpreter(format!("cannot set sys.path: {e}")))
+}
+
+/// Turn a `PyStatus` into an error.
+unsafe fn check(status: ffi::PyStatus) -> Result<(), WsgiError> {
+    // SAFETY: PyStatus is a plain C struct returned by value.
+    if unsafe { ffi::PyStatus_Exception(status) } == 0 {
+        return Ok(());
+    }
+    let message = if status.err_msg.is_null() {
+        "unknown error".to_owned()
+    } else {
+        // SAFETY: err_msg is a static C string set by CPython.
+        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Err(WsgiError::Interpreter(message))
+}
+
+/// The `bin/python` of a virtualenv, after checking it was made for our Python version.
+fn venv_python(venv: &Path) -> Result<PathBuf, WsgiError> {
+    let fail = |message: String| WsgiError::Virtualenv {
+        path: venv.display().to_string(),
+        message,
+    };
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg"))
+        .map_err(|e| fail(format!("not a virtualenv (pyvenv.cfg: {e})")))?;
+    let ours = built_version();
+    let theirs = cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info").then(|| value.trim().to_owned())
+    });
+    if let (Some(theirs), Some(ours)) = (theirs, ours) {
+        if !theirs.starts_with(&ours) {
+            return Err(fail(format!(
+                "made with Python {theirs}, but the gateway embeds Python {ours}; \
+                 recreate it with that Python"
+            )));
+        }
+    }
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        return Err(fail("has no bin/python".into()));
+    }
+    Ok(python)
+}
+
+/// `"3.11"` for the Python we were built against.
+fn built_version() -> Option<String> {
+    // The linked library knows its own version without running anything.
+    // SAFETY: Py_GetVersion only reads a static string and is safe before initialisation.
+    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    let mut parts = full.split(['.', ' ']);
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
+}
+
+fn prepend_sys_path(py: Python<'_>, entries: &[PathBuf]) -> PyResult<()> {
+    let sys_path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+    for (index, entry) in entries.iter().enumerate() {
+        sys_path.insert(index, entry.to_string_lossy().as_ref())?;
+    }
+    Ok(())
+}
+
+/// Import the module named by `spec` and return the callable, or the Python traceback.
+pub fn load_app(py: Python<'_>, spec: &AppSpec, raw: &str) -> Result<Py<PyAny>, WsgiError> {
+    let fail = |traceback: String| WsgiError::AppImport {
+        spec: raw.to_owned(),
+        traceback,
+    };
+    let module = py
+        .import(spec.module.as_str())
+        .map_err(|e| fail(format_exception(py, &e)))?;
+    let app = if spec.is_attribute_path() {
+        let mut object = module.clone().into_any();
+        for part in spec.expression.split('.') {
+            object = object.getattr(part).map_err(|e| fail(format_exception(py, &e)))?;
+        }
+        object
+    } else {
+        let namespace = module.dict();
+        let code = CString::new(spec.expression.as_str())
+            .map_err(|_| fail("expression contains NUL".into()))?;
+        py.eval(&code, Some(&namespace), None::<&Bound<'_, PyDict>>)
+            .map_err(|e| fail(format_exception(py, &e)))?
+    };
+    if !app.is_callable() {
+        return Err(fail(format!(
+            "{}:{} is a {}, not a callable",
+            spec.module,
+            spec.expression,
+            app.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(app.unbind())
+}
+
+/// The full Python traceback of `error`, as `traceback.format_exception` prints it.
+pub fn format_exception(py: Python<'_>, error: &PyErr) -> String {
+    let formatted = py.import("traceback").and_then(|traceback| {
+        let lines = traceback.call_method1("format_exception", (error.value(py),))?;
+        let text: String = "".into_pyobject(py)?.call_method1("join", (lines,))?.extract()?;
+        Ok::<_, PyErr>(text)
+    });
+    match formatted {
+        Ok(text) => text.trim_end().to_owned(),
+        Err(_) => error.to_string(),
+    }
+}

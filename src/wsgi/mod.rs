@@ -1,0 +1,90 @@
+//! The WSGI bridge: embedded CPython, the Python thread pool and PEP 3333.
+//!
+//! # Layout
+//! - [`interpreter`]: start CPython in the right virtualenv, import the application.
+//! - [`pool`]: the Python threads, each attached to the interpreter for life.
+//! - [`call`]: one request through `app(environ, start_response)`.
+//! - [`environ`], [`input`], [`response`], [`errors`], [`file_wrapper`]: the PEP 3333
+//!   objects the application sees.
+//! - [`body`]: the response body on its way back to hyper.
+//! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline.
+
+mod app_spec;
+pub mod body;
+mod call;
+pub mod environ;
+mod error;
+pub mod errors;
+pub mod file_wrapper;
+pub mod input;
+pub mod interpreter;
+pub mod pool;
+pub mod response;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+pub use app_spec::AppSpec;
+pub use error::WsgiError;
+pub use service::WsgiService;
+
+use environ::{EnvironBuilder, EnvironSettings};
+use errors::ErrorStream;
+use file_wrapper::FileWrapper;
+use pool::{AppContext, PythonPool};
+
+/// What it takes to load and serve one application.
+#[derive(Clone, Debug)]
+pub struct AppSettings {
+    /// `module:callable`.
+    pub spec: String,
+    /// Interpreter, virtualenv and `sys.path`.
+    pub python: interpreter::PythonSetup,
+    /// Static environ facts.
+    pub environ: EnvironSettings,
+    /// Python threads.
+    pub threads: usize,
+    /// Slow-client bounds.
+    pub write_timeout: Duration,
+    /// How long `wsgi.input` waits for more body.
+    pub read_timeout: Duration,
+    /// Largest request body.
+    pub max_body_size: u64,
+}
+
+/// Start Python, import the application and start the pool. On an import error the
+/// returned error carries the Python traceback.
+pub fn load(settings: &AppSettings, runtime: tokio::runtime::Handle) -> Result<WsgiService, WsgiError> {
+    let spec = AppSpec::parse(&settings.spec).map_err(|message| WsgiError::AppImport {
+        spec: settings.spec.clone(),
+        traceback: message,
+    })?;
+    interpreter::start(&settings.python)?;
+    let context = Python::attach(|py| -> Result<AppContext, WsgiError> {
+        let app = interpreter::load_app(py, &spec, &settings.spec)?;
+        let objects = (|| -> PyResult<_> {
+            let errors = Bound::new(py, ErrorStream::default())?.into_any();
+            let file_wrapper = py.get_type::<FileWrapper>().into_any();
+            EnvironBuilder::new(py, &settings.environ, errors, file_wrapper)
+        })();
+        let environ = objects.map_err(|e| WsgiError::Interpreter(e.to_string()))?;
+        Ok(AppContext {
+            app,
+            environ,
+            runtime,
+            write_timeout: settings.write_timeout,
+            read_timeout: settings.read_timeout,
+            max_body_size: settings.max_body_size,
+        })
+    })?;
+    let pool = PythonPool::start(settings.threads, Arc::new(context))
+        .map_err(|e| WsgiError::Interpreter(format!("cannot start Python threads: {e}")))?;
+    Ok(WsgiService::new(
+        pool,
+        settings.environ.script_name.clone(),
+        settings.read_timeout,
+    ))
+}
