@@ -33,7 +33,11 @@ fn main() -> ExitCode {
                 }
             };
             wsgi_gateway::telemetry::init(&loaded.config.telemetry);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(loaded.config.server.io_threads)
+                .thread_name("io")
+                .enable_all()
+                .build() {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("wsgi-gateway: cannot start the runtime: {error}");

@@ -165,14 +165,17 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         return invalid(
             "server.workers",
             format!(
-                "{} workers requested, but this build runs one worker process; \
-                 run several gateways behind SO_REUSEPORT-free ports or set workers = 1",
+                "{} workers requested, but multi-process workers are not implemented yet; \
+                 set workers = 1 and raise threads",
                 server.workers
             ),
         );
     }
     if server.threads == 0 || server.threads > 1024 {
         return invalid("server.threads", format!("must be 1..=1024, got {}", server.threads));
+    }
+    if server.io_threads == 0 || server.io_threads > 256 {
+        return invalid("server.io_threads", format!("must be 1..=256, got {}", server.io_threads));
     }
     match config.app.wsgi.as_deref() {
         None => {

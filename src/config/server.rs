@@ -18,6 +18,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Python threads per worker: how many requests run application code at once.
     pub threads: usize,
+    /// Threads of the async runtime that run I/O and the native layers, per worker.
+    /// One is enough for most apps (Python is the bottleneck); raise it when native
+    /// layers (compression, TLS, static files) are busy.
+    pub io_threads: usize,
     /// Pending-connection queue length passed to listen(2) (gunicorn's `backlog`).
     pub backlog: u32,
     /// Serve HTTP/2 over cleartext to clients that start with the HTTP/2 preface.
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             bind: vec!["127.0.0.1:8000".to_owned()],
             workers: 1,
             threads: 4,
+            io_threads: 1,
             backlog: 2048,
             http2: true,
             graceful_timeout: Duration::from_secs(30),

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::io::{ConnectionActivity, GuardedIo};
+use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use crate::config::GatewayConfig;
 use crate::pipeline::GatewayService;
 
@@ -38,6 +38,7 @@ pub struct ConnectionInfo {
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
     keepalive_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl ConnectionSettings {
@@ -49,7 +50,9 @@ impl ConnectionSettings {
             .timer(TokioTimer::new())
             .keep_alive(true)
             .half_close(false)
-            .header_read_timeout(config.server.header_timeout)
+            // Header and idle timeouts are sampled by the connection task (see serve):
+            // cheaper than hyper resetting a timer for every request.
+            .header_read_timeout(None)
             .max_headers(config.limits.max_header_count)
             // A head that does not fit the read buffer gets 431.
             .max_buf_size(config.limits.max_head_size.as_usize().max(8192));
@@ -65,6 +68,7 @@ impl ConnectionSettings {
         Self {
             builder,
             keepalive_timeout: config.server.keepalive_timeout,
+            header_timeout: config.server.header_timeout,
         }
     }
 }
@@ -100,15 +104,20 @@ pub async fn serve<T>(
     });
     let connection = settings.builder.serve_connection(io, hyper_service);
     tokio::pin!(connection);
-    let keepalive = settings.keepalive_timeout;
     let mut draining = *shutdown.borrow();
     if draining {
         connection.as_mut().graceful_shutdown();
     }
+    let tick = settings
+        .keepalive_timeout
+        .min(settings.header_timeout)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the current idle stretch or partial head was first seen.
+    let mut idle_since: Option<(std::time::Instant, ActivitySample)> = None;
+    let mut head_since: Option<(std::time::Instant, ActivitySample)> = None;
     loop {
-        let recheck = activity
-            .idle_deadline(keepalive)
-            .unwrap_or_else(|| std::time::Instant::now() + keepalive);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -120,14 +129,29 @@ pub async fn serve<T>(
                 connection.as_mut().graceful_shutdown();
                 draining = true;
             }
-            _ = tokio::time::sleep_until(recheck.into()), if !draining => {
-                let idle = activity
-                    .idle_deadline(keepalive)
-                    .is_some_and(|deadline| deadline <= std::time::Instant::now());
-                if idle {
-                    connection.as_mut().graceful_shutdown();
-                    draining = true;
-                }
+            _ = ticks.tick() => {
+                let now = std::time::Instant::now();
+                let sample = activity.sample();
+                idle_since = match idle_since {
+                    Some((since, first)) if sample.is_idle() && sample.unchanged_since(&first) => {
+                        if !draining && now - since >= settings.keepalive_timeout {
+                            connection.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                        Some((since, first))
+                    }
+                    _ => sample.is_idle().then_some((now, sample)),
+                };
+                head_since = match head_since {
+                    Some((since, first)) if sample.same_partial_head(&first) => {
+                        if now - since >= settings.header_timeout {
+                            tracing::info!(peer = ?info.peer, "request head not received within server.header_timeout; closing");
+                            return;
+                        }
+                        Some((since, first))
+                    }
+                    _ => sample.head_is_partial().then_some((now, sample)),
+                };
             }
         }
     }

@@ -239,6 +239,11 @@ impl FramingCheck {
         }
     }
 
+    /// True while part of a request head has arrived but not all of it.
+    pub fn head_in_progress(&self) -> bool {
+        matches!(self.phase, Phase::Head) && (self.head.lines > 0 || !self.line.is_empty())
+    }
+
     fn chunk_size_line(&mut self, line: &[u8]) {
         let digits = line.split(|&b| b == b';').next().unwrap_or_default();
         let digits = trim(digits);

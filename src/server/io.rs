@@ -2,39 +2,73 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::FramingCheck;
 
-/// What the connection task needs to know to close idle keep-alive connections.
-#[derive(Debug)]
+/// What the connection task watches to close idle and slow connections. The hot path
+/// only bumps counters; the connection task samples them about once a second, so no
+/// clock is read and no timer is reset per request.
+#[derive(Debug, Default)]
 pub struct ConnectionActivity {
-    started: Instant,
-    /// Milliseconds since `started` of the last read or finished response.
-    last_active_ms: AtomicU64,
+    /// Incremented on every read and every finished response.
+    events: AtomicU64,
     /// Requests whose response has not finished.
     in_flight: AtomicUsize,
+    /// Incremented each time a new request head starts arriving.
+    heads_started: AtomicU64,
+    /// True while a request head is partly received.
+    head_in_progress: AtomicBool,
+}
+
+/// A sample of [`ConnectionActivity`], compared between ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivitySample {
+    events: u64,
+    in_flight: usize,
+    head: Option<u64>,
+}
+
+impl ActivitySample {
+    /// No request in flight and no partial head: the connection waits for a request.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.head.is_none()
+    }
+
+    /// Part of a request head has arrived, not all of it.
+    pub fn head_is_partial(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// The same request head has been arriving since `earlier` was taken.
+    pub fn same_partial_head(&self, earlier: &ActivitySample) -> bool {
+        self.head.is_some() && self.head == earlier.head
+    }
+
+    /// Nothing happened between `earlier` and this sample.
+    pub fn unchanged_since(&self, earlier: &ActivitySample) -> bool {
+        self.events == earlier.events
+    }
 }
 
 impl ConnectionActivity {
     /// Fresh activity for a new connection.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            started: Instant::now(),
-            last_active_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        })
+        Arc::new(Self::default())
     }
 
-    /// Record activity now.
-    pub fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_active_ms.store(ms, Ordering::Relaxed);
+    fn read(&self, head_in_progress: bool) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if head_in_progress != self.head_in_progress.load(Ordering::Relaxed) {
+            if head_in_progress {
+                self.heads_started.fetch_add(1, Ordering::Relaxed);
+            }
+            self.head_in_progress.store(head_in_progress, Ordering::Relaxed);
+        }
     }
 
     /// A request has started.
@@ -44,18 +78,21 @@ impl ConnectionActivity {
 
     /// A response has been sent completely (or abandoned).
     pub fn request_finished(&self) {
-        self.touch();
+        self.events.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// When the connection becomes idle past `timeout` if nothing happens before:
-    /// `None` while a request is in flight.
-    pub fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
+    /// The current state, for comparison with a later sample.
+    pub fn sample(&self) -> ActivitySample {
+        let head = self
+            .head_in_progress
+            .load(Ordering::Relaxed)
+            .then(|| self.heads_started.load(Ordering::Relaxed));
+        ActivitySample {
+            events: self.events.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            head,
         }
-        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
-        Some(self.started + last + timeout)
     }
 }
 
@@ -88,10 +125,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let fresh = &mut buf.filled_mut()[before..];
         if !fresh.is_empty() {
-            this.activity.touch();
             if this.framing.inspect(fresh) {
                 tracing::debug!("refusing a request with ambiguous or lenient framing");
             }
+            this.activity.read(this.framing.head_in_progress());
         }
         Poll::Ready(Ok(()))
     }
