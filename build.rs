@@ -11,7 +11,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     }
     let executable = config.executable().unwrap_or_default();
-    println!("cargo:rustc-env=GATEWAY_BUILD_PYTHON={executable}");
+    println!("cargo:rustc-env=WSGI_GATEWAY_BUILD_PYTHON={executable}");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -103,7 +103,13 @@ pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfi
         None => None,
     };
     let figment = figment
-        .merge(Env::prefixed("GATEWAY_").split("__").ignore(&["config"]))
+        // Only GATEWAY_<SECTION>__<KEY> variables are configuration; GATEWAY_CONFIG
+        // names the file, and other GATEWAY_* variables belong to someone else.
+        .merge(
+            Env::prefixed("GATEWAY_")
+                .split("__")
+                .filter(|key| key.as_str().contains('.')),
+        )
         .merge(Serialized::globals(overrides));
     let config: GatewayConfig = figment.extract().map_err(|e| ConfigError::Parse(describe(&e)))?;
     let loaded = LoadedConfig { config, file };

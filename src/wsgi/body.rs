@@ -27,6 +27,9 @@ pub enum WsgiBody {
 pub struct StreamBody {
     chunks: mpsc::Receiver<Bytes>,
     completed: Arc<AtomicBool>,
+    /// The producer stopped without completing; the error is reported on the next poll,
+    /// after hyper has had a chance to flush what it already holds.
+    aborting: bool,
 }
 
 /// The sending end of a streamed body, owned by the Python thread.
@@ -56,6 +59,7 @@ pub fn stream_channel(capacity: usize) -> (StreamSender, WsgiBody) {
         WsgiBody::Stream(StreamBody {
             chunks: rx,
             completed,
+            aborting: false,
         }),
     )
 }
@@ -80,9 +84,16 @@ impl Body for WsgiBody {
             WsgiBody::Stream(stream) => match stream.chunks.poll_recv(cx) {
                 Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
                 Poll::Ready(None) if stream.completed.load(Ordering::Acquire) => Poll::Ready(None),
-                Poll::Ready(None) => Poll::Ready(Some(Err(BodyAborted(
+                Poll::Ready(None) if stream.aborting => Poll::Ready(Some(Err(BodyAborted(
                     "the application's response ended early",
                 )))),
+                Poll::Ready(None) => {
+                    // hyper flushes its buffer when a body is pending: let the client
+                    // receive every byte that was produced before the connection is cut.
+                    stream.aborting = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

@@ -12,7 +12,7 @@ use http::{header, HeaderValue, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use super::body::file_body;
+use super::body::{file_body, WsgiBody};
 use super::file_wrapper::FileWrapper;
 use super::input::{InputLimits, WsgiInput};
 use super::interpreter::format_exception;
@@ -180,7 +180,7 @@ fn send_file(
     file: super::file_wrapper::RealFile,
 ) -> PyResult<()> {
     let mut responder = responder.borrow_mut();
-    responder.finish_with(|head| {
+    responder.finish_with(|head, body_allowed| {
         let len = match head.content_length {
             Some(declared) => declared.min(file.len),
             None => {
@@ -191,6 +191,9 @@ fn send_file(
         };
         if head.content_length.is_some_and(|declared| declared > file.len) {
             tracing::warn!("the file is shorter than the application's Content-Length");
+        }
+        if !body_allowed {
+            return WsgiBody::empty();
         }
         file_body(&context.runtime, file.file, file.offset, len, context.write_timeout)
     })

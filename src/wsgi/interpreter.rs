@@ -25,7 +25,7 @@ pub struct PythonSetup {
 }
 
 /// The interpreter the binary was linked against, recorded by `build.rs`.
-const BUILD_PYTHON: &str = env!("GATEWAY_BUILD_PYTHON");
+const BUILD_PYTHON: &str = env!("WSGI_GATEWAY_BUILD_PYTHON");
 
 /// Start the interpreter once for this process and release the GIL so pool threads can
 /// attach. Must be called before any other Python use.
@@ -165,7 +165,10 @@ pub fn load_app(py: Python<'_>, spec: &AppSpec, raw: &str) -> Result<Py<PyAny>, 
 /// The full Python traceback of `error`, as `traceback.format_exception` prints it.
 pub fn format_exception(py: Python<'_>, error: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|traceback| {
-        let lines = traceback.call_method1("format_exception", (error.value(py),))?;
+        let lines = traceback.call_method1(
+            "format_exception",
+            (error.get_type(py), error.value(py), error.traceback(py)),
+        )?;
         let text: String = "".into_pyobject(py)?.call_method1("join", (lines,))?.extract()?;
         Ok::<_, PyErr>(text)
     });

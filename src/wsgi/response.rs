@@ -238,7 +238,7 @@ impl StartResponse {
                         sent = body.len(),
                         "the application sent less than its Content-Length; closing the connection"
                     );
-                    head.headers.remove(header::CONTENT_LENGTH);
+                    // The declared length stays: the client sees it was not met.
                     let (sender, stream) = stream_channel(1);
                     let _ = sender.chunks.try_send(body);
                     drop(sender);
@@ -252,14 +252,16 @@ impl StartResponse {
     }
 
     /// End the response with a body made by `make_body` from the pending head (used for
-    /// file responses). The body is dropped for HEAD, 204 and 304.
-    pub fn finish_with(&mut self, make_body: impl FnOnce(&mut PendingHead) -> WsgiBody) -> PyResult<()> {
+    /// file responses). `make_body` is told whether a body may be sent at all (not for
+    /// HEAD, 204 and 304) so it can still set headers such as Content-Length.
+    pub fn finish_with(
+        &mut self,
+        make_body: impl FnOnce(&mut PendingHead, bool) -> WsgiBody,
+    ) -> PyResult<()> {
         let mut head = self.take_head()?;
-        let body = if self.body_allowed(head.status) {
-            make_body(&mut head)
-        } else {
-            WsgiBody::empty()
-        };
+        let allowed = self.body_allowed(head.status);
+        let body = make_body(&mut head, allowed);
+        let body = if allowed { body } else { WsgiBody::empty() };
         self.deliver(head.status, head.headers, body);
         Ok(())
     }

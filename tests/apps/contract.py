@@ -1,0 +1,287 @@
+"""A WSGI application that exercises the PEP 3333 contract, for the gateway's tests.
+
+Each route probes one rule; /closes reports how many times each iterable's close() ran,
+keyed by the request's ?id=..., so tests can check "exactly once" from outside.
+"""
+
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+
+CLOSES = {}
+CALLS = {"count": 0}
+LOCK = threading.Lock()
+BARRIER = {}
+
+
+def _query(environ):
+    out = {}
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+def _json(start_response, obj, status="200 OK"):
+    body = json.dumps(obj, sort_keys=True).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Tracked:
+    """An iterable that counts close() calls under its request id."""
+
+    def __init__(self, key, chunks, fail_at=None, delay=0.0):
+        self.key = key
+        self.chunks = chunks
+        self.fail_at = fail_at
+        self.delay = delay
+
+    def __iter__(self):
+        for index, chunk in enumerate(self.chunks):
+            if self.fail_at is not None and index == self.fail_at:
+                raise RuntimeError("failure while iterating")
+            if self.delay:
+                time.sleep(self.delay)
+            yield chunk
+
+    def close(self):
+        with LOCK:
+            CLOSES[self.key] = CLOSES.get(self.key, 0) + 1
+
+
+def application(environ, start_response):
+    with LOCK:
+        CALLS["count"] += 1
+    path = environ["PATH_INFO"]
+    q = _query(environ)
+
+    if path.startswith("/environ"):
+        shown = {}
+        for key, value in environ.items():
+            if isinstance(value, (str, bool, int, tuple)):
+                shown[key] = value
+        shown["wsgi.version"] = list(environ["wsgi.version"])
+        return _json(start_response, shown)
+
+    if path == "/calls":
+        return _json(start_response, CALLS)
+
+    if path == "/closes":
+        with LOCK:
+            return _json(start_response, CLOSES)
+
+    if path == "/pyinfo":
+        return _json(start_response, {
+            "prefix": sys.prefix,
+            "base_prefix": sys.base_prefix,
+            "executable": sys.executable,
+            "version": sys.version.split()[0],
+            "path": sys.path,
+            "thread": threading.current_thread().name,
+        })
+
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        write(b"then ")
+        return [b"returned"]
+
+    if path == "/exc-info-before":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("changed my mind")
+        except ValueError:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+
+    if path == "/exc-info-after":
+        def gen():
+            yield b"first chunk"
+            try:
+                raise ValueError("too late")
+            except ValueError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            yield b"never"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
+
+    if path == "/start-twice":
+        start_response("200 OK", [])
+        start_response("200 OK", [])
+        return [b"unreachable"]
+
+    if path == "/lazy-start":
+        def gen():
+            start_response("201 Created", [("Content-Type", "text/plain")])
+            yield b""
+            yield b"lazy"
+        return gen()
+
+    if path == "/no-start":
+        return [b"forgot start_response"]
+
+    if path == "/raise":
+        raise RuntimeError("boom from the app")
+
+    if path == "/raise-iter":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked(q.get("id", "raise-iter"), [b"a", b"b", b"c"], fail_at=1)
+
+    if path == "/tracked":
+        n = int(q.get("n", "3"))
+        delay = float(q.get("delay", "0"))
+        size = int(q.get("size", "1"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Tracked(q["id"], [b"x" * size] * n, delay=delay)
+
+    if path == "/not-bytes":
+        start_response("200 OK", [])
+        return ["a str, not bytes"]
+
+    if path == "/hop-by-hop":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"x"]
+
+    if path == "/crlf-header":
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+        return [b"x"]
+
+    if path == "/cl-more":
+        start_response("200 OK", [("Content-Length", "10")])
+        return [b"0123456789", b"ABCDEFGHIJ"]
+
+    if path == "/cl-more-stream":
+        def gen():
+            yield b"01234"
+            yield b"56789ABCDE"
+        start_response("200 OK", [("Content-Length", "10")])
+        return gen()
+
+    if path == "/cl-less":
+        start_response("200 OK", [("Content-Length", "20")])
+        return [b"only ten b"]
+
+    if path == "/cl-less-stream":
+        def gen():
+            yield b"only "
+            yield b"ten b"
+        start_response("200 OK", [("Content-Length", "20")])
+        return gen()
+
+    if path == "/status":
+        code = q.get("code", "200")
+        start_response(f"{code} Whatever", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return Tracked(q.get("id", "status-" + code), [b"some body"])
+
+    if path == "/file":
+        name = q["name"]
+        f = open(name, "rb")
+        if "seek" in q:
+            f.seek(int(q["seek"]))
+        headers = [("Content-Type", "application/octet-stream")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](f, 4096)
+
+    if path == "/filelike":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"from a BytesIO " * 3), 7)
+
+    if path == "/input":
+        # Reads the body in the way ?mode= says and reports what it saw.
+        stream = environ["wsgi.input"]
+        mode = q.get("mode", "read")
+        if mode == "read":
+            parts = [stream.read()]
+        elif mode == "read-n":
+            n = int(q.get("n", "5"))
+            parts = []
+            while True:
+                chunk = stream.read(n)
+                if not chunk:
+                    break
+                parts.append(chunk)
+        elif mode == "readline":
+            parts = []
+            while True:
+                line = stream.readline()
+                if not line:
+                    break
+                parts.append(line)
+        elif mode == "readline-n":
+            n = int(q.get("n", "4"))
+            parts = []
+            while True:
+                line = stream.readline(n)
+                if not line:
+                    break
+                parts.append(line)
+        elif mode == "readlines":
+            parts = stream.readlines()
+        elif mode == "iter":
+            parts = list(stream)
+        else:
+            parts = []
+        return _json(start_response, {
+            "parts": [p.decode("latin-1") for p in parts],
+            "eof": stream.read() == b"",
+            "content_length": environ.get("CONTENT_LENGTH"),
+        })
+
+    if path == "/digest":
+        stream = environ["wsgi.input"]
+        h = hashlib.sha256()
+        total = 0
+        while True:
+            chunk = stream.read(65536)
+            if not chunk:
+                break
+            h.update(chunk)
+            total += len(chunk)
+        return _json(start_response, {"sha256": h.hexdigest(), "bytes": total})
+
+    if path == "/ignore-body":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"did not read"]
+
+    if path == "/big-stream":
+        n = int(q.get("n", "100"))
+        size = int(q.get("size", "65536"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Tracked(q.get("id", "big"), [bytes([i % 256]) * size for i in range(n)])
+
+    if path == "/errors":
+        environ["wsgi.errors"].write("a line for the error log\n")
+        environ["wsgi.errors"].writelines(["second ", "line\n"])
+        environ["wsgi.errors"].flush()
+        start_response("200 OK", [])
+        return [b"logged"]
+
+    if path == "/barrier":
+        # Passes only if `n` requests run at the same time on different threads.
+        n = int(q.get("n", "4"))
+        with LOCK:
+            barrier = BARRIER.setdefault(q["id"], threading.Barrier(n, timeout=10))
+        barrier.wait()
+        return _json(start_response, {"thread": threading.current_thread().name})
+
+    if path == "/sleep":
+        time.sleep(float(q.get("s", "1")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+
+    if path == "/pid":
+        return _json(start_response, {"pid": os.getpid()})
+
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"no such route: " + path.encode("latin-1")]
+
+
+app = application

@@ -1,0 +1,3 @@
+"""An application module whose `application` is not callable."""
+
+application = {"not": "callable"}
