@@ -7,9 +7,10 @@
 //!
 //! [`FramingCheck`] follows the byte stream of one connection (heads and bodies, so it
 //! knows where each head starts) and, on a violation, overwrites the offending byte with
-//! NUL. httparse refuses NUL in a head, so hyper answers `400 Bad Request` and closes the
-//! connection: the request never reaches the application and other connections are
-//! unaffected. It refuses:
+//! NUL and reports its position. The transport then withholds everything after it and
+//! ends the head with a CRLF CRLF of its own, so httparse parses the head, fails on the
+//! NUL, and hyper answers `400 Bad Request` (after any earlier pipelined responses) and
+//! closes the connection: the request never reaches the application. It refuses:
 //! - a line in a request head that ends in LF without CR;
 //! - `Content-Length` together with `Transfer-Encoding`;
 //! - any `Transfer-Encoding` other than a single `chunked`;
@@ -70,13 +71,13 @@ impl Default for FramingCheck {
 }
 
 impl FramingCheck {
-    /// Inspect newly read bytes. Returns true if a violation was found; the offending
-    /// byte has then been overwritten so that hyper refuses the request.
-    pub fn inspect(&mut self, bytes: &mut [u8]) -> bool {
+    /// Inspect newly read bytes. On a violation, returns the offset of the offending
+    /// byte, which has been overwritten with NUL; nothing after it should reach hyper.
+    pub fn inspect(&mut self, bytes: &mut [u8]) -> Option<usize> {
         let mut at = 0;
         while at < bytes.len() {
             match self.phase.clone() {
-                Phase::Off => return false,
+                Phase::Off => return None,
                 Phase::Preface { seen } => {
                     let want = &H2_PREFACE[seen..];
                     let take = want.len().min(bytes.len() - at);
@@ -100,7 +101,7 @@ impl FramingCheck {
                     if self.line_byte(bytes, at) {
                         bytes[at] = 0;
                         self.phase = Phase::Off;
-                        return true;
+                        return Some(at);
                     }
                     at += 1;
                 }
@@ -121,7 +122,7 @@ impl FramingCheck {
                     if bytes[at] != expected {
                         // hyper will refuse this body; stop following the stream.
                         self.phase = Phase::Off;
-                        return false;
+                        return None;
                     }
                     at += 1;
                     self.phase = if crlf == 1 {
@@ -132,7 +133,7 @@ impl FramingCheck {
                 }
             }
         }
-        false
+        None
     }
 
     /// Handle one byte of a line-oriented phase; true on a violation.
@@ -276,8 +277,8 @@ mod tests {
         let mut offset = 0;
         for piece in data.chunks_mut(step) {
             let len = piece.len();
-            if check.inspect(piece) {
-                let at = piece.iter().position(|&b| b == 0).unwrap();
+            if let Some(at) = check.inspect(piece) {
+                assert_eq!(piece[at], 0);
                 return Some(offset + at);
             }
             offset += len;
@@ -311,7 +312,7 @@ mod tests {
     #[test]
     fn refuses_bare_lf_in_a_later_head_only() {
         let input = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nbGET / HTTP/1.1\n\r\n";
-        assert_eq!(all_steps(input), Some(58));
+        assert_eq!(all_steps(input), Some(55));
     }
 
     #[test]

@@ -96,11 +96,23 @@ impl ConnectionActivity {
     }
 }
 
+/// After a framing violation: what hyper reads next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Reading normally.
+    None,
+    /// The poisoned head still needs its terminator.
+    Terminate,
+    /// Everything is withheld; hyper sees end of stream.
+    Closed,
+}
+
 /// A socket wrapped with the HTTP/1 framing check and activity tracking.
 pub struct GuardedIo<T> {
     inner: T,
     framing: FramingCheck,
     activity: Arc<ConnectionActivity>,
+    refusal: Refusal,
 }
 
 impl<T> GuardedIo<T> {
@@ -110,6 +122,7 @@ impl<T> GuardedIo<T> {
             inner,
             framing: FramingCheck::default(),
             activity,
+            refusal: Refusal::None,
         }
     }
 }
@@ -121,12 +134,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        match this.refusal {
+            Refusal::None => {}
+            Refusal::Terminate => {
+                // End the poisoned head so hyper parses it now and answers 400.
+                let terminator = b"\r\n\r\n";
+                if buf.remaining() >= terminator.len() {
+                    buf.put_slice(terminator);
+                    this.refusal = Refusal::Closed;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Refusal::Closed => return Poll::Ready(Ok(())),
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let fresh = &mut buf.filled_mut()[before..];
         if !fresh.is_empty() {
-            if this.framing.inspect(fresh) {
-                tracing::debug!("refusing a request with ambiguous or lenient framing");
+            if let Some(at) = this.framing.inspect(fresh) {
+                tracing::info!("refusing a request with ambiguous or lenient HTTP/1 framing: 400");
+                buf.set_filled(before + at + 1);
+                this.refusal = Refusal::Terminate;
             }
             this.activity.read(this.framing.head_in_progress());
         }
