@@ -61,7 +61,8 @@ impl ServeArgs {
             workers: self.workers,
             threads: self.threads,
         };
-        let has_server = server.bind.is_some() || server.workers.is_some() || server.threads.is_some();
+        let has_server =
+            server.bind.is_some() || server.workers.is_some() || server.threads.is_some();
         CliOverrides {
             server: has_server.then_some(server),
             app: self.app.clone().map(|wsgi| CliApp { wsgi: Some(wsgi) }),

@@ -7,7 +7,7 @@
 //! - [`pipeline`]: configuration in, one tower service out, ending in the application.
 //! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
 //! - [`http_error`]: the gateway's own error responses.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logging setup.
 //!
 //! # Life of a request
 //! ```text

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
             match config::load(file.as_deref(), &CliOverrides::default()) {
                 Ok(loaded) => {
                     let from = loaded.file.map(|f| f.display().to_string());
-                    println!("configuration OK ({})", from.as_deref().unwrap_or("defaults"));
+                    println!(
+                        "configuration OK ({})",
+                        from.as_deref().unwrap_or("defaults")
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -37,7 +40,8 @@ fn main() -> ExitCode {
                 .worker_threads(loaded.config.server.io_threads)
                 .thread_name("io")
                 .enable_all()
-                .build() {
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("wsgi-gateway: cannot start the runtime: {error}");
@@ -53,8 +57,8 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
+                    // Logging is up by now: the error goes where operators look.
                     tracing::error!("{error}");
-                    eprintln!("wsgi-gateway: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -16,12 +16,17 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let mut reader = BufReader::new(stream);
     let mut ports = Vec::new();
     for _ in 0..3 {
-        writer.write_all(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        writer
+            .write_all(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let response = read_response(&mut reader, false).unwrap();
         assert_eq!(response.status, 200);
         ports.push(response.json()["REMOTE_PORT"].clone());
     }
-    assert!(ports.windows(2).all(|w| w[0] == w[1]), "one connection: {ports:?}");
+    assert!(
+        ports.windows(2).all(|w| w[0] == w[1]),
+        "one connection: {ports:?}"
+    );
 }
 
 #[test]
@@ -40,7 +45,10 @@ fn pipelined_requests_are_answered_in_order() {
     let second = read_response(&mut reader, false).unwrap();
     assert_eq!(second.json()["parts"][0], "body");
     assert_eq!(read_response(&mut reader, false).unwrap().status, 202);
-    assert!(read_response(&mut reader, false).is_none(), "closed after Connection: close");
+    assert!(
+        read_response(&mut reader, false).is_none(),
+        "closed after Connection: close"
+    );
 }
 
 #[test]
@@ -54,7 +62,10 @@ fn http_1_0_is_served_and_closed() {
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(text.ends_with("xxxxxx"), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -123,7 +134,9 @@ fn idle_keep_alive_connections_are_closed_after_the_timeout() {
         .config("[server]\nkeepalive_timeout = \"1s\"\n")
         .start();
     let mut stream = gateway.connect();
-    stream.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     // The server answers, then closes the idle connection by itself.
     let rest = read_to_close(&mut stream);
     let text = String::from_utf8_lossy(&rest);
@@ -136,7 +149,9 @@ fn a_slow_request_head_is_cut_off() {
         .config("[server]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"5s\"\n")
         .start();
     let mut stream = gateway.connect();
-    stream.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // Trickle a header byte now and then, never finishing the head (bounded: 40 x 100ms).
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(100));
@@ -144,10 +159,15 @@ fn a_slow_request_head_is_cut_off() {
             break;
         }
     }
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 64];
     let read = stream.read(&mut buf);
-    assert!(matches!(read, Ok(0) | Err(_)), "the connection must be closed, got {read:?}");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the connection must be closed, got {read:?}"
+    );
     gateway.wait_for_log("request head not received within server.header_timeout");
     assert_eq!(gateway.get("/status?code=200").status, 200);
 }
@@ -166,7 +186,8 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     });
     // An idle keep-alive connection must not hold the drain up.
     let mut idle = gateway.connect();
-    idle.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut first = [0u8; 16];
     idle.read_exact(&mut first).unwrap();
     common::eventually("the slow request to reach the app", || {
@@ -178,7 +199,10 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     assert_eq!(response.text(), "slept");
     let status = gateway.wait_exit();
     assert!(status.success(), "{status:?}\n{}", gateway.logs());
-    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer accepting");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer accepting"
+    );
     let logs = gateway.logs();
     assert!(logs.contains("SIGTERM received"), "{logs}");
 }
@@ -202,5 +226,9 @@ fn graceful_timeout_bounds_the_drain() {
     gateway.signal(libc::SIGINT);
     let status = gateway.wait_exit();
     assert!(status.success(), "{status:?}");
-    assert!(gateway.logs().contains("graceful_timeout reached"), "{}", gateway.logs());
+    assert!(
+        gateway.logs().contains("graceful_timeout reached"),
+        "{}",
+        gateway.logs()
+    );
 }

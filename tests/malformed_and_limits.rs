@@ -23,9 +23,18 @@ fn assert_refused(gateway: &Gateway, cases: &[(&str, &[u8], u16)]) {
     for (name, raw, status) in cases {
         let before = app_calls(gateway);
         let response = gateway.raw(raw);
-        assert_eq!(status_of(&response), *status, "{name}: {}", String::from_utf8_lossy(&response));
+        assert_eq!(
+            status_of(&response),
+            *status,
+            "{name}: {}",
+            String::from_utf8_lossy(&response)
+        );
         // `before` and this probe are the only calls that reached the app.
-        assert_eq!(app_calls(gateway), before + 1, "{name} reached the application");
+        assert_eq!(
+            app_calls(gateway),
+            before + 1,
+            "{name} reached the application"
+        );
     }
 }
 
@@ -100,15 +109,25 @@ fn a_smuggled_request_inside_a_refused_one_is_never_served() {
 #[test]
 fn oversized_request_parts_get_414_and_431() {
     let gateway = GatewayBuilder::new().start();
-    let long_target = format!("GET /raise?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
-    let long_header = format!("GET /raise HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(9000));
+    let long_target = format!(
+        "GET /raise?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let long_header = format!(
+        "GET /raise HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(9000)
+    );
     let many_headers = format!(
         "GET /raise HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        (0..120).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+        (0..120)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
     );
     let huge_head = format!(
         "GET /raise HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        (0..20).map(|i| format!("X-H{i}: {}\r\n", "c".repeat(8000))).collect::<String>()
+        (0..20)
+            .map(|i| format!("X-H{i}: {}\r\n", "c".repeat(8000)))
+            .collect::<String>()
     );
     let cases: &[(&str, &[u8], u16)] = &[
         ("request line over 4094 bytes", long_target.as_bytes(), 414),
@@ -130,7 +149,12 @@ fn limits_are_configurable() {
     let target = format!("/status?code=200&pad={}", "a".repeat(100));
     assert_eq!(gateway.get(&target).status, 414);
     let big = "v".repeat(300);
-    assert_eq!(gateway.request("GET", "/status?code=200", &[("X-Big", &big)], b"").status, 431);
+    assert_eq!(
+        gateway
+            .request("GET", "/status?code=200", &[("X-Big", &big)], b"")
+            .status,
+        431
+    );
     assert_eq!(gateway.get("/status?code=200").status, 200);
 }
 

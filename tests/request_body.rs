@@ -46,10 +46,24 @@ fn every_read_method_sees_the_same_body_with_content_length_and_chunked() {
         "last without newline".to_owned(),
     ];
     // Chunk boundaries that fall inside lines.
-    let pieces: Vec<&[u8]> = vec![b"first li", b"ne\nsecond, lo", b"nger line\n\nlast", b" without newline"];
+    let pieces: Vec<&[u8]> = vec![
+        b"first li",
+        b"ne\nsecond, lo",
+        b"nger line\n\nlast",
+        b" without newline",
+    ];
     for mode in ["readline", "readlines", "iter"] {
-        let with_length = gateway.request("POST", &format!("/input?mode={mode}"), &[], LINES.as_bytes());
-        assert_eq!(parts(&with_length), expected_lines, "{mode} with Content-Length");
+        let with_length = gateway.request(
+            "POST",
+            &format!("/input?mode={mode}"),
+            &[],
+            LINES.as_bytes(),
+        );
+        assert_eq!(
+            parts(&with_length),
+            expected_lines,
+            "{mode} with Content-Length"
+        );
         let chunked = post_chunked(&gateway, &format!("/input?mode={mode}"), &pieces);
         assert_eq!(parts(&chunked), expected_lines, "{mode} chunked");
     }
@@ -124,7 +138,10 @@ fn expect_100_continue_is_not_sent_when_the_app_does_not_read() {
         .unwrap();
     let response = read_response(&mut BufReader::new(stream), false).unwrap();
     assert_eq!(response.status, 200);
-    assert!(response.header("x-test-saw-interim").is_none(), "{response:?}");
+    assert!(
+        response.header("x-test-saw-interim").is_none(),
+        "{response:?}"
+    );
     assert_eq!(response.text(), "did not read");
 }
 
@@ -141,7 +158,11 @@ fn declared_body_over_the_limit_gets_413_before_the_app_runs() {
     let response = read_response(&mut BufReader::new(stream), false).unwrap();
     assert_eq!(response.status, 413);
     let calls_after = gateway.get_json("/calls")["count"].as_i64().unwrap();
-    assert_eq!(calls_after, calls_before + 1, "only the /calls probe reached the app");
+    assert_eq!(
+        calls_after,
+        calls_before + 1,
+        "only the /calls probe reached the app"
+    );
 }
 
 #[test]
@@ -154,7 +175,10 @@ fn chunked_body_growing_over_the_limit_gets_413() {
     let response = post_chunked(&gateway, "/digest", &pieces);
     assert_eq!(response.status, 413);
     let within: Vec<&[u8]> = vec![&piece; 3];
-    assert_eq!(post_chunked(&gateway, "/digest", &within).json()["bytes"], 90_000);
+    assert_eq!(
+        post_chunked(&gateway, "/digest", &within).json()["bytes"],
+        90_000
+    );
 }
 
 #[test]

@@ -100,7 +100,10 @@ fn start_response_with_exc_info_after_the_head_reraises_and_cuts_the_body() {
     let gateway = GatewayBuilder::new().start();
     let response = gateway.get("/exc-info-after");
     assert_eq!(response.status, 200);
-    assert!(!response.complete, "the client must see that the body was cut: {response:?}");
+    assert!(
+        !response.complete,
+        "the client must see that the body was cut: {response:?}"
+    );
     assert_eq!(response.text(), "first chunk");
     gateway.wait_for_log("too late");
 }
@@ -131,7 +134,10 @@ fn app_exception_is_a_logged_traceback_and_a_500_and_serving_goes_on() {
     let gateway = GatewayBuilder::new().start();
     let response = gateway.get("/raise");
     assert_eq!(response.status, 500);
-    assert!(!response.text().contains("boom"), "details must not reach the client");
+    assert!(
+        !response.text().contains("boom"),
+        "details must not reach the client"
+    );
     let logs = gateway.wait_for_log("RuntimeError: boom from the app");
     assert!(logs.contains("Traceback (most recent call last)"), "{logs}");
     assert!(logs.contains("contract.py"), "{logs}");
@@ -184,7 +190,10 @@ fn body_shorter_than_content_length_closes_the_connection() {
             .unwrap();
         let response = read_response(&mut BufReader::new(stream), false).unwrap();
         assert_eq!(response.body, b"only ten b", "{path}");
-        assert!(!response.complete, "{path}: the connection must close early");
+        assert!(
+            !response.complete,
+            "{path}: the connection must close early"
+        );
     }
 }
 

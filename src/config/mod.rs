@@ -111,7 +111,9 @@ pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfi
                 .filter(|key| key.as_str().contains('.')),
         )
         .merge(Serialized::globals(overrides));
-    let config: GatewayConfig = figment.extract().map_err(|e| ConfigError::Parse(describe(&e)))?;
+    let config: GatewayConfig = figment
+        .extract()
+        .map_err(|e| ConfigError::Parse(describe(&e)))?;
     let loaded = LoadedConfig { config, file };
     validate(&loaded.config, &figment)?;
     Ok(loaded)
@@ -128,34 +130,43 @@ fn describe(errors: &figment::Error) -> String {
             } else {
                 error.path.join(".")
             };
-            let origin = error
-                .metadata
-                .as_ref()
-                .map(|m| match &m.source {
-                    Some(source) => source.to_string(),
-                    None => m.name.to_string(),
-                })
-                .unwrap_or_else(|| "defaults".to_owned());
-            format!("{key}: {} (from {origin})", error.kind)
+            let problem = match &error.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    format!(
+                        "unknown key {field:?}; expected one of: {}",
+                        expected.join(", ")
+                    )
+                }
+                kind => kind.to_string(),
+            };
+            format!(
+                "{key}: {problem} (from {})",
+                origin(error.metadata.as_ref())
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
+/// Where a value came from: the full path of a file, or the provider's name.
+fn origin(metadata: Option<&figment::Metadata>) -> String {
+    match metadata {
+        Some(metadata) => match &metadata.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            Some(source) => source.to_string(),
+            None => metadata.name.to_string(),
+        },
+        None => "defaults".to_owned(),
+    }
+}
+
 /// Check values that parse but make no sense, naming the key and its source.
 fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| {
-        let origin = figment
-            .find_metadata(key)
-            .map(|m| match &m.source {
-                Some(source) => source.to_string(),
-                None => m.name.to_string(),
-            })
-            .unwrap_or_else(|| "defaults".to_owned());
         Err(ConfigError::Invalid {
             key: key.to_owned(),
             message,
-            origin,
+            origin: origin(figment.find_metadata(key)),
         })
     };
     let server = &config.server;
@@ -178,10 +189,16 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         );
     }
     if server.threads == 0 || server.threads > 1024 {
-        return invalid("server.threads", format!("must be 1..=1024, got {}", server.threads));
+        return invalid(
+            "server.threads",
+            format!("must be 1..=1024, got {}", server.threads),
+        );
     }
     if server.io_threads == 0 || server.io_threads > 256 {
-        return invalid("server.io_threads", format!("must be 1..=256, got {}", server.io_threads));
+        return invalid(
+            "server.io_threads",
+            format!("must be 1..=256, got {}", server.io_threads),
+        );
     }
     match config.app.wsgi.as_deref() {
         None => {
@@ -211,7 +228,10 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         return invalid("limits.max_header_count", "must be at least 1".into());
     }
     if limits.max_request_line < 16 {
-        return invalid("limits.max_request_line", "must be at least 16 bytes".into());
+        return invalid(
+            "limits.max_request_line",
+            "must be at least 16 bytes".into(),
+        );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_level) {
         return invalid("telemetry.log_level", e.to_string());

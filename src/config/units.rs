@@ -23,9 +23,9 @@ impl ByteSize {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("invalid size {text:?}: expected e.g. 8192, \"64KiB\", \"10MB\""))?;
+        let number: u64 = number.parse().map_err(|_| {
+            format!("invalid size {text:?}: expected e.g. 8192, \"64KiB\", \"10MB\"")
+        })?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1_000,
@@ -119,7 +119,8 @@ pub mod duration {
 
     /// Serialize as a humantime string.
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime_serde::re::humantime::format_duration(*value).to_string())
+        serializer
+            .serialize_str(&humantime_serde::re::humantime::format_duration(*value).to_string())
     }
 
     /// Deserialize from a humantime string or a number of seconds.

@@ -23,7 +23,9 @@ impl BindAddress {
             .rsplit_once(':')
             .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
         if host.is_empty() {
-            return Err(format!("{text:?} has no host; use 0.0.0.0:PORT or [::]:PORT"));
+            return Err(format!(
+                "{text:?} has no host; use 0.0.0.0:PORT or [::]:PORT"
+            ));
         }
         port.parse::<u16>()
             .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
@@ -37,7 +39,11 @@ impl BindAddress {
         let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
         let mut listeners = Vec::with_capacity(addresses.len());
         for address in addresses {
-            let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+            let socket = Socket::new(
+                Domain::for_address(address),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
             socket.set_reuse_address(true)?;
             if address.is_ipv6() {
                 socket.set_only_v6(true)?;

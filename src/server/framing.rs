@@ -109,13 +109,20 @@ impl FramingCheck {
                     let take = remaining.min((bytes.len() - at) as u64);
                     at += take as usize;
                     let remaining = remaining - take;
-                    self.phase = if remaining == 0 { Phase::Head } else { Phase::Fixed { remaining } };
+                    self.phase = if remaining == 0 {
+                        Phase::Head
+                    } else {
+                        Phase::Fixed { remaining }
+                    };
                 }
                 Phase::ChunkData { remaining, crlf } => {
                     if remaining > 0 {
                         let take = remaining.min((bytes.len() - at) as u64);
                         at += take as usize;
-                        self.phase = Phase::ChunkData { remaining: remaining - take, crlf };
+                        self.phase = Phase::ChunkData {
+                            remaining: remaining - take,
+                            crlf,
+                        };
                         continue;
                     }
                     let expected = if crlf == 2 { b'\r' } else { b'\n' };
@@ -128,7 +135,10 @@ impl FramingCheck {
                     self.phase = if crlf == 1 {
                         Phase::ChunkSize
                     } else {
-                        Phase::ChunkData { remaining: 0, crlf: 1 }
+                        Phase::ChunkData {
+                            remaining: 0,
+                            crlf: 1,
+                        }
                     };
                 }
             }
@@ -254,15 +264,24 @@ impl FramingCheck {
             .and_then(|d| u64::from_str_radix(d, 16).ok());
         self.phase = match size {
             Some(0) => Phase::Trailers,
-            Some(n) => Phase::ChunkData { remaining: n, crlf: 2 },
+            Some(n) => Phase::ChunkData {
+                remaining: n,
+                crlf: 2,
+            },
             None => Phase::Off,
         };
     }
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
@@ -317,7 +336,8 @@ mod tests {
 
     #[test]
     fn refuses_content_length_with_chunked() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let input =
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert!(all_steps(input).is_some());
     }
 

@@ -67,7 +67,8 @@ impl ConnectionActivity {
             if head_in_progress {
                 self.heads_started.fetch_add(1, Ordering::Relaxed);
             }
-            self.head_in_progress.store(head_in_progress, Ordering::Relaxed);
+            self.head_in_progress
+                .store(head_in_progress, Ordering::Relaxed);
         }
     }
 
@@ -163,7 +164,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -45,7 +45,12 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
         })?;
         let bound = parsed
             .bind(config.server.backlog)
-            .and_then(|sockets| sockets.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>())
+            .and_then(|sockets| {
+                sockets
+                    .into_iter()
+                    .map(TcpListener::from_std)
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(|source| ServerError::Bind {
                 address: address.clone(),
                 source,
@@ -81,7 +86,8 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
         config.server.graceful_timeout
     );
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(config.server.graceful_timeout, connections.all_closed()).await;
+    let drained =
+        tokio::time::timeout(config.server.graceful_timeout, connections.all_closed()).await;
     match drained {
         Ok(()) => tracing::info!("all connections closed; exiting"),
         Err(_) => tracing::warn!(
@@ -97,7 +103,12 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
     let python_path = if config.app.python_path.is_empty() {
         vec![std::env::current_dir().unwrap_or_default()]
     } else {
-        config.app.python_path.iter().map(|p| p.relative()).collect()
+        config
+            .app
+            .python_path
+            .iter()
+            .map(|p| p.relative())
+            .collect()
     };
     let virtualenv = config
         .app
@@ -152,7 +163,13 @@ async fn accept_loop(
             scheme: "http",
         };
         let open = connections.opened();
-        let serve = connection::serve(stream, info, service.clone(), settings.clone(), stop.clone());
+        let serve = connection::serve(
+            stream,
+            info,
+            service.clone(),
+            settings.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             serve.await;
             drop(open);

@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn parses_gunicorn_forms() {
         let spec = AppSpec::parse("app.wsgi:application").unwrap();
-        assert_eq!((spec.module.as_str(), spec.expression.as_str()), ("app.wsgi", "application"));
+        assert_eq!(
+            (spec.module.as_str(), spec.expression.as_str()),
+            ("app.wsgi", "application")
+        );
         assert!(spec.is_attribute_path());
         let spec = AppSpec::parse("app").unwrap();
         assert_eq!(spec.expression, "application");

@@ -105,7 +105,9 @@ impl Body for WsgiBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            WsgiBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            WsgiBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             WsgiBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -132,7 +134,10 @@ pub fn file_body(
         let mut remaining = len;
         while remaining > 0 {
             let mut buf = bytes::BytesMut::with_capacity(remaining.min(CHUNK) as usize);
-            let read = (&mut file).take(remaining.min(CHUNK)).read_buf(&mut buf).await;
+            let read = (&mut file)
+                .take(remaining.min(CHUNK))
+                .read_buf(&mut buf)
+                .await;
             match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => remaining -= n as u64,

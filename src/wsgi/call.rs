@@ -50,13 +50,15 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         },
     );
     let request_line = || format!("{} {}", head.method, head.uri);
-    let environ = Bound::new(py, input)
-        .and_then(|input| context.environ.build(py, &head, input.into_any()));
+    let environ =
+        Bound::new(py, input).and_then(|input| context.environ.build(py, &head, input.into_any()));
     let environ = match environ {
         Ok(environ) => environ,
         Err(error) => {
             tracing::error!(request = %request_line(), "cannot build the environ: {}", format_exception(py, &error));
-            responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+            responder
+                .borrow_mut()
+                .fail(StatusCode::INTERNAL_SERVER_ERROR);
             return;
         }
     };
@@ -94,7 +96,9 @@ fn fail(
         && responder.borrow().headers_sent()
     {
         tracing::debug!(request = %request_line, "client went away during the response");
-        responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+        responder
+            .borrow_mut()
+            .fail(StatusCode::INTERNAL_SERVER_ERROR);
         return;
     }
     tracing::error!(
@@ -103,7 +107,9 @@ fn fail(
         "application error:\n{}",
         format_exception(py, error)
     );
-    responder.borrow_mut().fail(StatusCode::INTERNAL_SERVER_ERROR);
+    responder
+        .borrow_mut()
+        .fail(StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 /// Call `iterable.close()` if it has one.
@@ -130,7 +136,7 @@ fn drive(
         if let Some(items) = sequence_items(iterable) {
             let mut body = BytesMut::new();
             for item in items.iter() {
-                body.extend_from_slice(as_bytes(&item)?.as_bytes());
+                body.extend_from_slice(as_bytes(item)?.as_bytes());
             }
             return responder.borrow_mut().finish(Some(body.freeze()));
         }
@@ -189,12 +195,21 @@ fn send_file(
                 file.len
             }
         };
-        if head.content_length.is_some_and(|declared| declared > file.len) {
+        if head
+            .content_length
+            .is_some_and(|declared| declared > file.len)
+        {
             tracing::warn!("the file is shorter than the application's Content-Length");
         }
         if !body_allowed {
             return WsgiBody::empty();
         }
-        file_body(&context.runtime, file.file, file.offset, len, context.write_timeout)
+        file_body(
+            &context.runtime,
+            file.file,
+            file.offset,
+            len,
+            context.write_timeout,
+        )
     })
 }

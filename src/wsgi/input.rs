@@ -118,7 +118,11 @@ impl WsgiInput {
     }
 
     /// One line (with its `\n`), at most `limit` bytes when a limit is given.
-    fn line<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn line<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
             if let Some(at) = memchr(b'\n', &self.buffer[scanned..]) {
@@ -169,13 +173,21 @@ impl WsgiInput {
 
     /// Read one line including its `\n`; with `size`, at most that many bytes.
     #[pyo3(signature = (size = None))]
-    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.line(py, as_limit(size))
     }
 
     /// Read lines until the end, or until about `hint` bytes have been read.
     #[pyo3(signature = (hint = None))]
-    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let hint = as_limit(hint).filter(|&h| h > 0);
         let lines = PyList::empty(py);
         let mut total = 0;

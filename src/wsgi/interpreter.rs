@@ -55,7 +55,11 @@ pub fn start(setup: &PythonSetup) -> Result<(), WsgiError> {
             ))?;
             let argv0 = c"wsgi-gateway";
             let mut argv = [argv0.as_ptr()];
-            check(ffi::PyConfig_SetBytesArgv(&mut config, 1, argv.as_mut_ptr()))?;
+            check(ffi::PyConfig_SetBytesArgv(
+                &mut config,
+                1,
+                argv.as_mut_ptr(),
+            ))?;
             check(ffi::Py_InitializeFromConfig(&config))
         })();
         ffi::PyConfig_Clear(&mut config);
@@ -141,7 +145,9 @@ pub fn load_app(py: Python<'_>, spec: &AppSpec, raw: &str) -> Result<Py<PyAny>, 
     let app = if spec.is_attribute_path() {
         let mut object = module.clone().into_any();
         for part in spec.expression.split('.') {
-            object = object.getattr(part).map_err(|e| fail(format_exception(py, &e)))?;
+            object = object
+                .getattr(part)
+                .map_err(|e| fail(format_exception(py, &e)))?;
         }
         object
     } else {
@@ -156,7 +162,10 @@ pub fn load_app(py: Python<'_>, spec: &AppSpec, raw: &str) -> Result<Py<PyAny>, 
             "{}:{} is a {}, not a callable",
             spec.module,
             spec.expression,
-            app.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            app.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         )));
     }
     Ok(app.unbind())
@@ -169,7 +178,10 @@ pub fn format_exception(py: Python<'_>, error: &PyErr) -> String {
             "format_exception",
             (error.get_type(py), error.value(py), error.traceback(py)),
         )?;
-        let text: String = "".into_pyobject(py)?.call_method1("join", (lines,))?.extract()?;
+        let text: String = ""
+            .into_pyobject(py)?
+            .call_method1("join", (lines,))?
+            .extract()?;
         Ok::<_, PyErr>(text)
     });
     match formatted {

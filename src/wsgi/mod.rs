@@ -57,7 +57,10 @@ pub struct AppSettings {
 
 /// Start Python, import the application and start the pool. On an import error the
 /// returned error carries the Python traceback.
-pub fn load(settings: &AppSettings, runtime: tokio::runtime::Handle) -> Result<WsgiService, WsgiError> {
+pub fn load(
+    settings: &AppSettings,
+    runtime: tokio::runtime::Handle,
+) -> Result<WsgiService, WsgiError> {
     let spec = AppSpec::parse(&settings.spec).map_err(|message| WsgiError::AppImport {
         spec: settings.spec.clone(),
         traceback: message,

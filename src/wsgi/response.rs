@@ -184,7 +184,10 @@ impl StartResponse {
                 let timeout = self.context.write_timeout;
                 py.detach(move || {
                     runtime.block_on(async {
-                        matches!(tokio::time::timeout(timeout, tx.send(chunk)).await, Ok(Ok(())))
+                        matches!(
+                            tokio::time::timeout(timeout, tx.send(chunk)).await,
+                            Ok(Ok(()))
+                        )
                     })
                 })
             }
@@ -194,7 +197,11 @@ impl StartResponse {
             self.stream = None;
             return Ok(Err(SendStop::ClientGone));
         }
-        Ok(if reached { Err(SendStop::LengthReached) } else { Ok(()) })
+        Ok(if reached {
+            Err(SendStop::LengthReached)
+        } else {
+            Ok(())
+        })
     }
 
     /// End the response normally. If the head has not gone yet, `body` (all chunks the
@@ -318,7 +325,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Parse `"200 OK"`: three digits, a space, and a reason without control characters.
 fn parse_status(status: &str) -> PyResult<StatusCode> {
-    let bad = || PyValueError::new_err(format!("invalid status {status:?}: expected e.g. \"200 OK\""));
+    let bad = || {
+        PyValueError::new_err(format!(
+            "invalid status {status:?}: expected e.g. \"200 OK\""
+        ))
+    };
     let bytes = status.as_bytes();
     if bytes.len() < 4 || bytes[3] != b' ' || !bytes[..3].iter().all(u8::is_ascii_digit) {
         return Err(bad());
@@ -346,16 +357,18 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
             .cast::<PyTuple>()
             .map_err(|_| PyTypeError::new_err("response headers must be (name, value) tuples"))?;
         if pair.len() != 2 {
-            return Err(PyTypeError::new_err("response headers must be (name, value) tuples"));
+            return Err(PyTypeError::new_err(
+                "response headers must be (name, value) tuples",
+            ));
         }
         let name = pair.get_item(0)?;
         let value = pair.get_item(1)?;
         let name: &str = name
             .extract()
             .map_err(|_| PyTypeError::new_err("a header name must be a str"))?;
-        let value: &str = value
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("header {name:?}: its value must be a str")))?;
+        let value: &str = value.extract().map_err(|_| {
+            PyTypeError::new_err(format!("header {name:?}: its value must be a str"))
+        })?;
         let header_name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
         if is_hop_by_hop(&header_name) {
@@ -375,12 +388,14 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 "header {name:?}: CR, LF or NUL in the value {value:?}"
             )));
         }
-        let header_value = HeaderValue::from_bytes(&latin1)
-            .map_err(|_| PyValueError::new_err(format!("header {name:?}: invalid value {value:?}")))?;
+        let header_value = HeaderValue::from_bytes(&latin1).map_err(|_| {
+            PyValueError::new_err(format!("header {name:?}: invalid value {value:?}"))
+        })?;
         if header_name == header::CONTENT_LENGTH {
-            let length = value.trim().parse::<u64>().map_err(|_| {
-                PyValueError::new_err(format!("invalid Content-Length {value:?}"))
-            })?;
+            let length = value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| PyValueError::new_err(format!("invalid Content-Length {value:?}")))?;
             if content_length.is_some_and(|previous| previous != length) {
                 return Err(PyValueError::new_err("conflicting Content-Length headers"));
             }
@@ -438,7 +453,9 @@ impl StartResponse {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         if !self.has_status() {
-            return Err(PyRuntimeError::new_err("write() called before start_response()"));
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
         }
         match self.send_chunk(py, bytes.as_bytes())? {
             Ok(()) | Err(SendStop::LengthReached) => Ok(()),

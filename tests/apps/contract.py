@@ -285,3 +285,13 @@ def application(environ, start_response):
 
 
 app = application
+
+
+def create_app(greeting="factory"):
+    """An application factory, for "module:create_app()" specs."""
+
+    def factory_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode()]
+
+    return factory_app

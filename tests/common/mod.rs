@@ -34,7 +34,8 @@ pub fn test_venv() -> PathBuf {
 pub fn scratch_dir(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -47,6 +48,7 @@ pub struct GatewayBuilder {
     config: Option<String>,
     cwd: PathBuf,
     bind: bool,
+    remove_ld_path: bool,
 }
 
 impl Default for GatewayBuilder {
@@ -64,6 +66,7 @@ impl GatewayBuilder {
             config: None,
             cwd: apps_dir(),
             bind: true,
+            remove_ld_path: false,
         }
         .app("contract:application")
     }
@@ -99,6 +102,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Start without LD_LIBRARY_PATH, to prove the binary finds its libpython alone.
+    pub fn env_remove_ld_library_path(mut self) -> Self {
+        self.remove_ld_path = true;
+        self
+    }
+
     /// Write `toml` to a file and pass it with --config.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.into());
@@ -129,7 +138,25 @@ impl GatewayBuilder {
             .env_remove("GATEWAY_CONFIG")
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null());
+        if self.remove_ld_path {
+            command
+                .env_remove("LD_LIBRARY_PATH")
+                .env_remove("PYTHONHOME");
+        }
         command
+    }
+
+    /// `wsgi-gateway check` with this builder's config file.
+    pub fn run_as_check(mut self) -> Finished {
+        self.args = vec!["check".into()];
+        self.run()
+    }
+
+    /// `wsgi-gateway check --config FILE`.
+    pub fn check_file(file: &Path) -> Finished {
+        let mut builder = Self::new();
+        builder.args = vec!["check".into(), format!("--config={}", file.display())];
+        builder.run()
     }
 
     /// Run to completion (for commands that should exit), with a bound on time.
@@ -234,7 +261,10 @@ impl Gateway {
             if logs.contains(needle) {
                 return logs;
             }
-            assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{logs}");
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}:\n{logs}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -257,7 +287,11 @@ impl Gateway {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "gateway did not exit:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -272,9 +306,16 @@ impl Gateway {
     }
 
     /// One request on its own connection (`Connection: close`).
-    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut stream = self.connect();
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n");
+        let mut head =
+            format!("{method} {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -296,7 +337,12 @@ impl Gateway {
     /// `GET target` and parse the JSON body.
     pub fn get_json(&self, target: &str) -> serde_json::Value {
         let response = self.get(target);
-        assert_eq!(response.status, 200, "GET {target}: {response:?}\n{}", self.logs());
+        assert_eq!(
+            response.status,
+            200,
+            "GET {target}: {response:?}\n{}",
+            self.logs()
+        );
         response.json()
     }
 
@@ -357,7 +403,8 @@ impl Response {
 
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -399,7 +446,9 @@ pub fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> Option<R
     };
     if (100..200).contains(&status) {
         return read_response(reader, head_request).map(|mut final_response| {
-            final_response.headers.push(("x-test-saw-interim".into(), status.to_string()));
+            final_response
+                .headers
+                .push(("x-test-saw-interim".into(), status.to_string()));
             final_response
         });
     }
@@ -416,12 +465,14 @@ pub fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> Option<R
                 response.complete = false;
                 return Some(response);
             }
-            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap(), 16).ok()?;
+            let size =
+                usize::from_str_radix(size_line.trim().split(';').next().unwrap(), 16).ok()?;
             if size == 0 {
                 let mut trailer = String::new();
                 loop {
                     trailer.clear();
-                    if reader.read_line(&mut trailer).unwrap_or(0) == 0 || trailer.trim().is_empty() {
+                    if reader.read_line(&mut trailer).unwrap_or(0) == 0 || trailer.trim().is_empty()
+                    {
                         break;
                     }
                 }
