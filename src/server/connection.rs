@@ -1,5 +1,6 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2, timeouts, graceful close.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::Request;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -16,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use crate::config::GatewayConfig;
@@ -87,13 +89,17 @@ pub async fn serve<T>(
     let activity = ConnectionActivity::new();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
     let requests = activity.clone();
+    // One copy of the pipeline per connection, called in place while it is ready (it
+    // always is unless a layer applies backpressure): no clone of the boxed stack per
+    // request. hyper calls the service from this connection's task only.
+    let service = RefCell::new(service);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(info);
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         let finished = FinishGuard(requests.clone());
-        let response = service.clone().oneshot(request);
+        let response = call_in_place(&service, request);
         async move {
             let response = response.await?;
             Ok::<_, Infallible>(response.map(|inner| TrackedBody {
@@ -156,6 +162,23 @@ pub async fn serve<T>(
         }
     }
 }
+
+/// Call the connection's service directly if it is ready now; otherwise wait for a
+/// clone of it to become ready, as `ServiceExt::oneshot` does.
+fn call_in_place(service: &RefCell<GatewayService>, request: Request<Body>) -> ResponseFuture {
+    let mut service = service.borrow_mut();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Either::Right(service.clone().oneshot(request)),
+    }
+}
+
+type ResponseFuture = Either<
+    <GatewayService as Service<Request<Body>>>::Future,
+    tower::util::Oneshot<GatewayService, Request<Body>>,
+>;
 
 /// Marks the request finished when dropped: with the response body, or with the
 /// response future if the client went away first.

@@ -90,20 +90,39 @@ impl FramingCheck {
                         };
                         continue;
                     }
-                    // Not HTTP/2: replay what matched so far as the start of a head.
-                    self.phase = Phase::Head;
-                    // Those bytes are CRLF-clean, so they cannot be a violation.
-                    for &b in &H2_PREFACE[..seen] {
-                        self.line_byte(&[b], 0);
+                    // Not HTTP/2: what matched so far starts the first line of a head.
+                    if seen > "PRI * HTTP/2.0".len() {
+                        // "PRI * HTTP/2.0" is no HTTP/1 request line: hyper refuses it.
+                        self.phase = Phase::Off;
+                        return None;
                     }
+                    self.phase = Phase::Head;
+                    self.keep(&H2_PREFACE[..seen]);
                 }
                 Phase::Head | Phase::ChunkSize | Phase::Trailers => {
-                    if self.line_byte(bytes, at) {
-                        bytes[at] = 0;
+                    let Some(found) = memchr::memchr(b'\n', &bytes[at..]) else {
+                        self.keep(&bytes[at..]);
+                        return None;
+                    };
+                    let end = at + found;
+                    let violation = if self.line.is_empty() && !self.line_overflow {
+                        // The whole line is in this buffer: look at it in place.
+                        self.end_of_line(&bytes[at..end], false)
+                    } else {
+                        self.keep(&bytes[at..end]);
+                        let line = std::mem::take(&mut self.line);
+                        let overflow = std::mem::take(&mut self.line_overflow);
+                        let violation = self.end_of_line(&line, overflow);
+                        self.line = line;
+                        self.line.clear();
+                        violation
+                    };
+                    if violation {
+                        bytes[end] = 0;
                         self.phase = Phase::Off;
-                        return Some(at);
+                        return Some(end);
                     }
-                    at += 1;
+                    at = end + 1;
                 }
                 Phase::Fixed { remaining } => {
                     let take = remaining.min((bytes.len() - at) as u64);
@@ -146,44 +165,35 @@ impl FramingCheck {
         None
     }
 
-    /// Handle one byte of a line-oriented phase; true on a violation.
-    fn line_byte(&mut self, bytes: &[u8], at: usize) -> bool {
-        let byte = bytes[at];
-        if byte != b'\n' {
-            if self.line.len() < MAX_KEPT_LINE {
-                self.line.push(byte);
-            } else {
-                self.line_overflow = true;
-            }
-            return false;
+    /// Keep part of a line that continues in a later read.
+    fn keep(&mut self, part: &[u8]) {
+        let room = MAX_KEPT_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+        if part.len() > room {
+            self.line_overflow = true;
         }
-        let crlf = self.line.last() == Some(&b'\r');
-        if crlf {
-            self.line.pop();
-        }
-        let line = std::mem::take(&mut self.line);
-        let overflow = std::mem::take(&mut self.line_overflow);
-        let violation = match self.phase {
-            Phase::Head => !crlf || self.head_line(&line, overflow),
+    }
+
+    /// A line of a line-oriented phase has ended (its LF excluded); true on a violation.
+    fn end_of_line(&mut self, line: &[u8], overflow: bool) -> bool {
+        let (line, crlf) = match line.strip_suffix(b"\r") {
+            Some(line) => (line, true),
+            None => (line, false),
+        };
+        match self.phase {
+            Phase::Head => !crlf || self.head_line(line, overflow),
             Phase::ChunkSize => {
-                self.chunk_size_line(&line);
+                self.chunk_size_line(line);
                 false
             }
             Phase::Trailers => {
-                if !crlf {
-                    true
-                } else {
-                    if line.is_empty() {
-                        self.phase = Phase::Head;
-                    }
-                    false
+                if crlf && line.is_empty() {
+                    self.phase = Phase::Head;
                 }
+                !crlf
             }
             _ => false,
-        };
-        self.line = line;
-        self.line.clear();
-        violation
+        }
     }
 
     /// One complete line of a head (without its CRLF); true on a violation.
