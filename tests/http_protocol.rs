@@ -174,7 +174,10 @@ fn a_slow_request_head_is_cut_off() {
 
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits_zero() {
-    let mut gateway = GatewayBuilder::new().start();
+    let marker = common::scratch_dir("atexit").join("ran");
+    let mut gateway = GatewayBuilder::new()
+        .env("GATEWAY_TEST_ATEXIT_FILE", marker.to_str().unwrap())
+        .start();
     let addr = gateway.addr;
     let slow = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -205,6 +208,8 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     );
     let logs = gateway.logs();
     assert!(logs.contains("SIGTERM received"), "{logs}");
+    // The application's atexit handlers ran, as in a Python process that exits.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "atexit ran");
 }
 
 #[test]

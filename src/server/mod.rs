@@ -95,6 +95,9 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
             "graceful_timeout reached; closing the remaining connections"
         ),
     }
+    tokio::task::spawn_blocking(wsgi::run_exit_handlers)
+        .await
+        .expect("atexit handlers panicked");
     Ok(())
 }
 

@@ -72,9 +72,22 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
     };
     let outcome = drive(py, context, &iterable, &responder);
     let closed = close(&iterable);
-    let outcome = outcome.and(closed);
-    if let Err(error) = outcome {
-        fail(py, &responder, &error, &overflowed, &request_line());
+    match (outcome, closed) {
+        (Ok(()), Ok(())) => {}
+        (Err(error), closed) => {
+            fail(py, &responder, &error, &overflowed, &request_line());
+            if let Err(close_error) = closed {
+                tracing::error!(
+                    target: "wsgi_gateway::app",
+                    request = %request_line(),
+                    "close() of the response iterable failed too:\n{}",
+                    format_exception(py, &close_error)
+                );
+            }
+        }
+        (Ok(()), Err(close_error)) => {
+            fail(py, &responder, &close_error, &overflowed, &request_line());
+        }
     }
 }
 

@@ -91,3 +91,20 @@ pub fn load(
         settings.read_timeout,
     ))
 }
+
+/// Run the interpreter's `atexit` handlers once the last request is done, as a Python
+/// process (or a gunicorn worker) would on a normal exit. The interpreter itself is not
+/// finalised: pool threads may still be parked in it.
+pub fn run_exit_handlers() {
+    Python::attach(|py| {
+        let result = py
+            .import("atexit")
+            .and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+        if let Err(error) = result {
+            tracing::warn!(
+                "atexit handlers failed: {}",
+                interpreter::format_exception(py, &error)
+            );
+        }
+    });
+}

@@ -295,3 +295,15 @@ def create_app(greeting="factory"):
         return [greeting.encode()]
 
     return factory_app
+
+
+def _at_exit():
+    marker = os.environ.get("GATEWAY_TEST_ATEXIT_FILE")
+    if marker:
+        with open(marker, "w") as f:
+            f.write("atexit ran")
+
+
+import atexit  # noqa: E402
+
+atexit.register(_at_exit)
