@@ -10,6 +10,10 @@ pub struct AppConfig {
     /// The application as `"module:callable"` (gunicorn's syntax). The callable may be an
     /// expression on the module such as `"myapp:create_app()"`.
     pub wsgi: Option<String>,
+    /// Instead of `wsgi`: a PasteDeploy stack, `"production.ini"` or
+    /// `"production.ini#main"` (relative to the config file), loaded with
+    /// `paste.deploy.loadapp`; its `[loggers]` sections configure Python logging.
+    pub paste: Option<RelativePathBuf>,
     /// Extra entries put in front of `sys.path`, relative to the config file's folder.
     /// With no config file the current directory is used, as gunicorn does.
     pub python_path: Vec<RelativePathBuf>,

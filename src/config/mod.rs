@@ -8,6 +8,7 @@
 mod app;
 mod error;
 mod limits;
+mod middleware;
 mod server;
 mod telemetry;
 pub mod units;
@@ -21,6 +22,10 @@ use serde::{Deserialize, Serialize};
 pub use app::AppConfig;
 pub use error::ConfigError;
 pub use limits::LimitsConfig;
+pub use middleware::{
+    AccessLogConfig, AuthConfig, AuthScheme, CompressionConfig, HeaderRules, HeadersConfig,
+    MiddlewareConfig, PythonConfig, StaticConfig,
+};
 pub use server::ServerConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};
 
@@ -36,6 +41,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
+    /// The pipeline between the server and the application, outermost first.
+    pub middleware: Vec<MiddlewareConfig>,
 }
 
 /// Values given on the command line; they override every other source.
@@ -163,10 +170,16 @@ fn origin(metadata: Option<&figment::Metadata>) -> String {
 /// Check values that parse but make no sense, naming the key and its source.
 fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| {
+        // figment records where lists came from, not each element: `middleware.2` is
+        // looked up as `middleware`.
+        let lookup = key
+            .split_once('.')
+            .filter(|(_, rest)| rest.parse::<usize>().is_ok());
+        let lookup = lookup.map_or(key, |(list, _)| list);
         Err(ConfigError::Invalid {
             key: key.to_owned(),
             message,
-            origin: origin(figment.find_metadata(key)),
+            origin: origin(figment.find_metadata(lookup)),
         })
     };
     let server = &config.server;
@@ -200,17 +213,34 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
             format!("must be 1..=256, got {}", server.io_threads),
         );
     }
-    match config.app.wsgi.as_deref() {
-        None => {
+    match (config.app.wsgi.as_deref(), config.app.paste.as_ref()) {
+        (None, None) => {
             return invalid(
                 "app.wsgi",
-                "no application: set app.wsgi = \"module:callable\" or pass --app".into(),
+                "no application: set app.wsgi = \"module:callable\" (or app.paste) or pass --app"
+                    .into(),
             )
         }
-        Some(spec) => {
+        (Some(_), Some(_)) => {
+            return invalid("app.paste", "set app.wsgi or app.paste, not both".into());
+        }
+        (Some(spec), None) => {
             if let Err(message) = crate::wsgi::AppSpec::parse(spec) {
                 return invalid("app.wsgi", message);
             }
+        }
+        (None, Some(paste)) => {
+            if let Err(message) = crate::wsgi::PasteSpec::parse(&paste.relative()) {
+                return invalid("app.paste", message);
+            }
+        }
+    }
+    for (index, entry) in config.middleware.iter().enumerate() {
+        if let Err(message) = crate::pipeline::check_entry(entry) {
+            return invalid(
+                &format!("middleware.{index}"),
+                format!("({}) {message}", entry.kind()),
+            );
         }
     }
     let script_name = &config.app.script_name;

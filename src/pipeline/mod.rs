@@ -1,9 +1,23 @@
-//! The request pipeline: configuration in, one tower service out.
+//! The request pipeline: `[[middleware]]` in, one tower service out.
 //!
-//! Layers are listed outermost first, one per line, each with the reason it sits where
-//! it does. The stack is boxed once, at the end.
+//! The first entry is the outermost layer and the application the innermost, in the
+//! order a reader sees them and a request meets them:
+//!
+//! ```text
+//! server ─▶ native layers before the first Python entry ─▶ [limits] ─▶ WsgiService
+//!             (tower, on the runtime)                                   │ one crossing
+//!                                                                       ▼ into Python
+//!           Python entry ─▶ Python entry ─▶ NativeBridge(native layers) ─▶ Python entry ─▶ app
+//!           (composed into one callable at start-up, run on one Python thread)
+//! ```
+//!
+//! Native layers that come after a Python entry run inside a `NativeBridge` on the same
+//! Python thread (see `wsgi::bridge`).
+
+mod native;
 
 use std::convert::Infallible;
+use std::path::Path;
 
 use axum::body::Body;
 use http::{Request, Response};
@@ -11,22 +25,184 @@ use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::GatewayConfig;
-use crate::server::RequestLimitsLayer;
-use crate::wsgi::WsgiService;
+pub use native::NativeLayer;
 
-/// The whole pipeline as one cloneable service.
+use crate::config::{GatewayConfig, MiddlewareConfig, PythonConfig};
+use crate::server::RequestLimitsLayer;
+use crate::wsgi::{AppSpec, WsgiService};
+
+/// The whole pipeline (or any part of it) as one cloneable service.
 pub type GatewayService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
 
-/// Compose the pipeline that ends in the WSGI application.
-pub fn build(config: &GatewayConfig, app: WsgiService) -> GatewayService {
+/// A Python middleware entry, ready to be imported and called.
+#[derive(Clone, Debug)]
+pub struct PythonStage {
+    /// Position in `[[middleware]]`.
+    pub index: usize,
+    /// `module:callable` of the factory.
+    pub spec: String,
+    /// PasteDeploy `filter_factory` (true) or `factory(app, **options)` (false).
+    pub filter: bool,
+    /// The options table as JSON.
+    pub options_json: String,
+}
+
+/// One step of the Python side of the pipeline, outermost first.
+#[derive(Clone)]
+pub enum Stage {
+    /// A Python middleware.
+    Python(PythonStage),
+    /// Native layers between Python middleware (or between one and the app).
+    Native(Vec<(usize, NativeLayer)>),
+}
+
+/// The pipeline, split where it crosses into Python.
+#[derive(Clone, Default)]
+pub struct Plan {
+    /// Native layers in front of Python, outermost first.
+    pub outer: Vec<(usize, NativeLayer)>,
+    /// Everything from the first Python entry on, outermost first.
+    pub python: Vec<Stage>,
+}
+
+/// A middleware entry that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("middleware[{index}] ({kind}): {message}")]
+pub struct PipelineError {
+    /// Position in `[[middleware]]`.
+    pub index: usize,
+    /// The entry's kind.
+    pub kind: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Build every native layer and sort the entries into a [`Plan`].
+pub fn plan(config: &GatewayConfig, base: &Path) -> Result<Plan, PipelineError> {
+    let mut plan = Plan::default();
+    for (index, entry) in config.middleware.iter().enumerate() {
+        let fail = |message: String| PipelineError {
+            index,
+            kind: entry.kind(),
+            message,
+        };
+        if let MiddlewareConfig::Python(python) = entry {
+            plan.python
+                .push(Stage::Python(python_stage(index, python).map_err(fail)?));
+            continue;
+        }
+        let layer = native_layer(entry, base).map_err(fail)?;
+        if plan.python.is_empty() {
+            plan.outer.push((index, layer));
+        } else if let Some(Stage::Native(layers)) = plan.python.last_mut() {
+            layers.push((index, layer));
+        } else {
+            plan.python.push(Stage::Native(vec![(index, layer)]));
+        }
+    }
+    Ok(plan)
+}
+
+fn native_layer(entry: &MiddlewareConfig, base: &Path) -> Result<NativeLayer, String> {
+    match entry {
+        MiddlewareConfig::AccessLog(config) => native::access_log(config, base),
+        MiddlewareConfig::Compression(config) => native::compression(config),
+        MiddlewareConfig::Auth(config) => native::auth(config),
+        MiddlewareConfig::Static(config) => native::static_files(config),
+        MiddlewareConfig::Headers(config) => native::headers(config),
+        MiddlewareConfig::Python(_) => unreachable!("python entries are not native"),
+    }
+}
+
+fn python_stage(index: usize, config: &PythonConfig) -> Result<PythonStage, String> {
+    let (spec, filter) = match (&config.factory, &config.filter_factory) {
+        (Some(spec), None) => (spec.clone(), false),
+        (None, Some(spec)) => (spec.clone(), true),
+        _ => return Err("set exactly one of factory and filter_factory".into()),
+    };
+    AppSpec::parse(&spec)?;
+    let options_json =
+        serde_json::to_string(&config.options).map_err(|e| format!("options: {e}"))?;
+    Ok(PythonStage {
+        index,
+        spec,
+        filter,
+        options_json,
+    })
+}
+
+/// The pipeline in one line, with Python segments in brackets:
+/// `access_log -> compression -> [python beaker..., python translogger] -> app`.
+pub fn describe(config: &GatewayConfig) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut segment: Vec<String> = Vec::new();
+    for entry in &config.middleware {
+        match entry {
+            MiddlewareConfig::Python(python) => {
+                let spec = python.factory.as_ref().or(python.filter_factory.as_ref());
+                segment.push(format!(
+                    "python {}",
+                    spec.map(String::as_str).unwrap_or("?")
+                ));
+            }
+            native => {
+                if !segment.is_empty() {
+                    parts.push(format!("[{}]", segment.join(", ")));
+                    segment.clear();
+                }
+                parts.push(native.kind().to_owned());
+            }
+        }
+    }
+    if !segment.is_empty() {
+        parts.push(format!("[{}]", segment.join(", ")));
+    }
+    parts.push("app".to_owned());
+    parts.join(" -> ")
+}
+
+/// Check one entry without side effects beyond reading the files it names (used by
+/// config validation and `wsgi-gateway check`).
+pub fn check_entry(entry: &MiddlewareConfig) -> Result<(), String> {
+    match entry {
+        MiddlewareConfig::AccessLog(config) => native::check_access_log(config),
+        MiddlewareConfig::Python(config) => python_stage(0, config).map(drop),
+        // Building these only reads their files.
+        other => native_layer(other, Path::new(".")).map(drop),
+    }
+}
+
+/// Compose the served pipeline: `outer` native layers, the request limits, and the
+/// WSGI service (which runs the Python side).
+pub fn build(
+    config: &GatewayConfig,
+    outer: &[(usize, NativeLayer)],
+    app: WsgiService,
+) -> GatewayService {
+    // Refuse oversized requests before the application does any work for them; the
+    // layers the user put in front (access log, static files) still see them.
+    let limits = RequestLimitsLayer::new(config.limits.clone());
+    if outer.is_empty() {
+        // No native layers: one boxed service, the hot path of a bare gateway.
+        return ServiceBuilder::new()
+            .layer(CatchPanicLayer::new())
+            .layer(limits)
+            .service(app)
+            .map_response(|response| response.map(Body::new))
+            .boxed_clone();
+    }
+    let inner = ServiceBuilder::new()
+        .layer(limits)
+        .service(app)
+        .boxed_clone();
+    let stacked = outer
+        .iter()
+        .rev()
+        .fold(inner, |service, (_, layer)| layer(service));
     ServiceBuilder::new()
         // Outermost: a bug in any layer below becomes a 500, not a dropped connection.
         .layer(CatchPanicLayer::new())
-        // Refuse oversized requests before any work is done for them.
-        .layer(RequestLimitsLayer::new(config.limits.clone()))
-        // Innermost: the Python application.
-        .service(app)
+        .service(stacked)
         .map_response(|response| response.map(Body::new))
         .boxed_clone()
 }

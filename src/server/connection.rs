@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,19 +20,9 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
+use super::ConnectionInfo;
 use crate::config::GatewayConfig;
 use crate::pipeline::GatewayService;
-
-/// Facts about the connection a request arrived on, put in each request's extensions.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectionInfo {
-    /// The client's address.
-    pub peer: Option<SocketAddr>,
-    /// The local address that accepted the connection.
-    pub local: Option<SocketAddr>,
-    /// `"http"` or `"https"`.
-    pub scheme: &'static str,
-}
 
 /// Protocol settings shared by all connections.
 #[derive(Clone)]

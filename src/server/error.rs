@@ -13,6 +13,9 @@ pub enum ServerError {
     /// The application could not be loaded.
     #[error(transparent)]
     App(#[from] crate::wsgi::WsgiError),
+    /// A middleware entry could not be built.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

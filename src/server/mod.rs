@@ -18,24 +18,30 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 pub use bind::BindAddress;
-pub use connection::{ConnectionInfo, ConnectionSettings};
+pub use connection::ConnectionSettings;
 pub use error::ServerError;
+pub use gateway_middleware::ConnectionInfo;
 pub use limits::{RequestLimits, RequestLimitsLayer};
 
 use crate::config::LoadedConfig;
 use crate::pipeline;
-use crate::wsgi::{self, environ::EnvironSettings, interpreter::PythonSetup, AppSettings};
+use crate::wsgi::{
+    self, environ::EnvironSettings, interpreter::PythonSetup, AppSettings, AppSource, PasteSpec,
+};
 
 /// Serve the configured application until a stop signal, then drain.
 pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
     let config = &loaded.config;
     let app_settings = app_settings(&loaded);
+    let plan = pipeline::plan(config, &loaded.base_dir())?;
+    tracing::info!("pipeline: {}", pipeline::describe(config));
     let runtime = tokio::runtime::Handle::current();
+    let stages = plan.python.clone();
     // Importing the app may take a while and holds the GIL: keep it off the runtime.
-    let app = tokio::task::spawn_blocking(move || wsgi::load(&app_settings, runtime))
+    let app = tokio::task::spawn_blocking(move || wsgi::load(&app_settings, &stages, runtime))
         .await
         .expect("application loading panicked")?;
-    let service = pipeline::build(config, app);
+    let service = pipeline::build(config, &plan.outer, app);
 
     let mut listeners = Vec::new();
     for address in &config.server.bind {
@@ -119,8 +125,16 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
         .as_ref()
         .map(|v| v.relative())
         .or_else(|| std::env::var_os("VIRTUAL_ENV").map(Into::into));
+    let source = match (&config.app.wsgi, &config.app.paste) {
+        (Some(spec), _) => AppSource::Wsgi(spec.clone()),
+        (None, Some(paste)) => match PasteSpec::parse(&paste.relative()) {
+            Ok(paste) => AppSource::Paste(paste),
+            Err(_) => AppSource::Wsgi(String::new()),
+        },
+        (None, None) => AppSource::Wsgi(String::new()),
+    };
     AppSettings {
-        spec: config.app.wsgi.clone().unwrap_or_default(),
+        source,
         python: PythonSetup {
             virtualenv,
             python_path,

@@ -67,3 +67,26 @@ mod tests {
         assert!(AppSpec::parse("mod:").is_err());
     }
 }
+
+/// `[app] paste = "production.ini#main"`: a PasteDeploy file and the app section name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasteSpec {
+    /// The `.ini` file (absolute once resolved against the config file).
+    pub file: std::path::PathBuf,
+    /// The `[app:NAME]`/`[pipeline:NAME]`/`[composite:NAME]` to load; default `main`.
+    pub name: String,
+}
+
+impl PasteSpec {
+    /// Split `FILE#NAME` and check that the file can be read.
+    pub fn parse(path: &std::path::Path) -> Result<Self, String> {
+        let text = path.to_string_lossy();
+        let (file, name) = match text.rsplit_once('#') {
+            Some((file, name)) if !name.is_empty() => (file.to_owned(), name.to_owned()),
+            _ => (text.trim_end_matches('#').to_owned(), "main".to_owned()),
+        };
+        let file = std::path::PathBuf::from(file);
+        std::fs::metadata(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        Ok(Self { file, name })
+    }
+}

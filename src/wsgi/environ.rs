@@ -29,6 +29,8 @@ pub struct RequestHead {
     pub local: Option<SocketAddr>,
     /// `"http"` or `"https"`.
     pub scheme: &'static str,
+    /// The user an auth layer authenticated (`REMOTE_USER`).
+    pub remote_user: Option<String>,
 }
 
 /// Static facts about the deployment that go into every environ.
@@ -67,6 +69,7 @@ interned_keys! {
     server_protocol = "SERVER_PROTOCOL",
     remote_addr = "REMOTE_ADDR",
     remote_port = "REMOTE_PORT",
+    remote_user = "REMOTE_USER",
     http_host = "HTTP_HOST",
     url_scheme = "wsgi.url_scheme",
     input = "wsgi.input",
@@ -233,6 +236,9 @@ impl EnvironBuilder {
         if let Some(peer) = head.peer {
             environ.set_item(keys.remote_addr.bind(py), peer.ip().to_string())?;
             environ.set_item(keys.remote_port.bind(py), peer.port().to_string())?;
+        }
+        if let Some(user) = &head.remote_user {
+            environ.set_item(keys.remote_user.bind(py), user.as_str())?;
         }
         environ.set_item(keys.input.bind(py), input)?;
         Ok(environ)

@@ -12,6 +12,13 @@ pub enum WsgiError {
     /// The application could not be imported or is not callable; carries the traceback.
     #[error("cannot load the WSGI application {spec:?}:\n{traceback}")]
     AppImport { spec: String, traceback: String },
+    /// A Python middleware could not be imported or built; carries the traceback.
+    #[error("middleware[{entry}]: cannot build Python middleware {spec:?}:\n{traceback}")]
+    Middleware {
+        entry: usize,
+        spec: String,
+        traceback: String,
+    },
     /// The Python thread pool is gone (the gateway is shutting down).
     #[error("the Python thread pool has stopped")]
     PoolClosed,

@@ -189,3 +189,34 @@ pub fn format_exception(py: Python<'_>, error: &PyErr) -> String {
         Err(_) => error.to_string(),
     }
 }
+
+/// Load a PasteDeploy stack with `paste.deploy.loadapp`, after configuring logging from
+/// the file's `[loggers]` sections as `pserve` does.
+pub fn load_paste(py: Python<'_>, spec: &super::PasteSpec) -> Result<Py<PyAny>, WsgiError> {
+    let shown = format!("{}#{}", spec.file.display(), spec.name);
+    let fail = |traceback: String| WsgiError::AppImport {
+        spec: shown.clone(),
+        traceback,
+    };
+    let code = c"
+import configparser, logging.config, os
+from paste.deploy import loadapp
+_parser = configparser.ConfigParser()
+_parser.read(path)
+if _parser.has_section('loggers'):
+    logging.config.fileConfig(path, defaults={'here': os.path.dirname(path), '__file__': path},
+                              disable_existing_loggers=False)
+app = loadapp('config:' + path, name=name)
+";
+    let namespace = PyDict::new(py);
+    let run = (|| -> PyResult<Py<PyAny>> {
+        namespace.set_item("path", spec.file.to_string_lossy().as_ref())?;
+        namespace.set_item("name", spec.name.as_str())?;
+        py.run(code, Some(&namespace), None)?;
+        Ok(namespace
+            .get_item("app")?
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("loadapp returned nothing"))?
+            .unbind())
+    })();
+    run.map_err(|e| fail(format_exception(py, &e)))
+}

@@ -11,7 +11,9 @@
 
 mod app_spec;
 pub mod body;
+pub mod bridge;
 mod call;
+mod compose;
 pub mod environ;
 mod error;
 pub mod errors;
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-pub use app_spec::AppSpec;
+pub use app_spec::{AppSpec, PasteSpec};
 pub use error::WsgiError;
 pub use service::WsgiService;
 
@@ -36,11 +38,20 @@ use errors::ErrorStream;
 use file_wrapper::FileWrapper;
 use pool::{AppContext, PythonPool};
 
+/// Where the application comes from.
+#[derive(Clone, Debug)]
+pub enum AppSource {
+    /// `module:callable`.
+    Wsgi(String),
+    /// A PasteDeploy file.
+    Paste(PasteSpec),
+}
+
 /// What it takes to load and serve one application.
 #[derive(Clone, Debug)]
 pub struct AppSettings {
-    /// `module:callable`.
-    pub spec: String,
+    /// The application.
+    pub source: AppSource,
     /// Interpreter, virtualenv and `sys.path`.
     pub python: interpreter::PythonSetup,
     /// Static environ facts.
@@ -55,19 +66,33 @@ pub struct AppSettings {
     pub max_body_size: u64,
 }
 
-/// Start Python, import the application and start the pool. On an import error the
-/// returned error carries the Python traceback.
+/// Start Python, import the application, wrap it in the Python side of the pipeline
+/// (`stages`, outermost first) and start the pool. On an import error the returned
+/// error carries the Python traceback.
 pub fn load(
     settings: &AppSettings,
+    stages: &[crate::pipeline::Stage],
     runtime: tokio::runtime::Handle,
 ) -> Result<WsgiService, WsgiError> {
-    let spec = AppSpec::parse(&settings.spec).map_err(|message| WsgiError::AppImport {
-        spec: settings.spec.clone(),
-        traceback: message,
-    })?;
+    let spec = match &settings.source {
+        AppSource::Wsgi(spec) => {
+            Some(
+                AppSpec::parse(spec).map_err(|message| WsgiError::AppImport {
+                    spec: spec.clone(),
+                    traceback: message,
+                })?,
+            )
+        }
+        AppSource::Paste(_) => None,
+    };
     interpreter::start(&settings.python)?;
     let context = Python::attach(|py| -> Result<AppContext, WsgiError> {
-        let app = interpreter::load_app(py, &spec, &settings.spec)?;
+        let app = match (&settings.source, &spec) {
+            (AppSource::Wsgi(raw), Some(spec)) => interpreter::load_app(py, spec, raw)?,
+            (AppSource::Paste(paste), _) => interpreter::load_paste(py, paste)?,
+            (AppSource::Wsgi(_), None) => unreachable!("parsed above"),
+        };
+        let app = compose::compose(py, app, stages, &runtime)?;
         let objects = (|| -> PyResult<_> {
             let errors = Bound::new(py, ErrorStream::default())?.into_any();
             let file_wrapper = py.get_type::<FileWrapper>().into_any();

@@ -324,7 +324,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Parse `"200 OK"`: three digits, a space, and a reason without control characters.
-fn parse_status(status: &str) -> PyResult<StatusCode> {
+pub(crate) fn parse_status(status: &str) -> PyResult<StatusCode> {
     let bad = || {
         PyValueError::new_err(format!(
             "invalid status {status:?}: expected e.g. \"200 OK\""
@@ -348,7 +348,7 @@ fn parse_status(status: &str) -> PyResult<StatusCode> {
 
 /// Turn the application's header list into a `HeaderMap`, refusing anything that would
 /// corrupt the framing of the response.
-fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+pub(crate) fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
     let mut map = HeaderMap::new();
     let mut content_length = None;
     for item in headers.try_iter()? {

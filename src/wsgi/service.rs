@@ -80,6 +80,10 @@ impl Inner {
             Err(status) => return error_response(status),
         };
         let info = parts.extensions.get::<ConnectionInfo>().copied();
+        let remote_user = parts
+            .extensions
+            .get::<gateway_middleware::AuthenticatedUser>()
+            .map(|user| user.0.clone());
         let head = RequestHead {
             method: parts.method,
             uri: parts.uri,
@@ -88,6 +92,7 @@ impl Inner {
             peer: info.and_then(|i| i.peer),
             local: info.and_then(|i| i.local),
             scheme: info.map_or("http", |i| i.scheme),
+            remote_user,
         };
         let (reply, response) = oneshot::channel();
         if self.pool.submit(Job { head, input, reply }).is_err() {

@@ -1,0 +1,342 @@
+//! One line per response, written off the request path.
+//!
+//! The line is written when the response body ends (or is abandoned), so it carries the
+//! bytes actually sent and the whole latency, as gunicorn's does.
+//!
+//! ```no_run
+//! use gateway_middleware::access_log::{AccessLogLayer, LogFormat, Output};
+//! let layer = AccessLogLayer::new(LogFormat::parse("combined").unwrap(), &Output::Stdout).unwrap();
+//! # let _ = layer;
+//! ```
+
+mod format;
+mod sink;
+
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
+use tower::{Layer, Service};
+
+pub use format::{Atom, FormatError, LogFormat};
+pub use sink::{LogSink, Output};
+
+use crate::{AuthenticatedUser, Body, ConnectionInfo};
+
+/// Writes an access log line for every response.
+#[derive(Clone, Debug)]
+pub struct AccessLogLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    format: LogFormat,
+    atoms: Vec<Atom>,
+    sink: LogSink,
+    request_headers: Vec<header::HeaderName>,
+}
+
+impl AccessLogLayer {
+    /// Log in `format` to `output` (opened now; its writer thread starts now).
+    pub fn new(format: LogFormat, output: &Output) -> std::io::Result<Self> {
+        let sink = LogSink::start(output)?;
+        let atoms = format.atoms();
+        let request_headers = atoms
+            .iter()
+            .filter_map(|atom| match atom {
+                Atom::RequestHeader(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                format,
+                atoms,
+                sink,
+                request_headers,
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`AccessLogLayer`].
+#[derive(Clone, Debug)]
+pub struct AccessLog<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What is known of the request when it arrives.
+struct RequestFacts {
+    started: Instant,
+    time: chrono::DateTime<chrono::Local>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    peer: Option<std::net::SocketAddr>,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    request_id: String,
+    wanted_headers: Vec<Option<HeaderValue>>,
+}
+
+/// A request id: the client's `X-Request-Id`, or a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        return id.to_owned();
+    }
+    let seed = std::process::id() as u64;
+    format!("{seed:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl<S> Service<Request<Body>> for AccessLog<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let headers = request.headers();
+        let facts = RequestFacts {
+            started: Instant::now(),
+            time: chrono::Local::now(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            peer: request
+                .extensions()
+                .get::<ConnectionInfo>()
+                .and_then(|c| c.peer),
+            referer: headers.get(header::REFERER).cloned(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: request_id(headers),
+            wanted_headers: self
+                .shared
+                .request_headers
+                .iter()
+                .map(|name| headers.get(name).cloned())
+                .collect(),
+        };
+        let shared = self.shared.clone();
+        self.inner
+            .call(request)
+            .map(move |result| {
+                result.map(|response| {
+                    let (parts, body) = response.into_parts();
+                    let pending = PendingLine {
+                        shared,
+                        facts,
+                        status: parts.status,
+                        headers: parts.headers.clone(),
+                        user: parts
+                            .extensions
+                            .get::<AuthenticatedUser>()
+                            .map(|u| u.0.clone()),
+                        bytes: 0,
+                    };
+                    Response::from_parts(
+                        parts,
+                        Body::new(LoggedBody {
+                            inner: body,
+                            pending: Some(pending),
+                        }),
+                    )
+                })
+            })
+            .boxed()
+    }
+}
+
+/// Everything needed to write the line once the body is done.
+struct PendingLine {
+    shared: Arc<Shared>,
+    facts: RequestFacts,
+    status: http::StatusCode,
+    headers: HeaderMap,
+    user: Option<String>,
+    bytes: u64,
+}
+
+impl PendingLine {
+    fn write(self) {
+        let line = match self.shared.format {
+            LogFormat::Json => self.json(),
+            _ => self.atoms(),
+        };
+        self.shared.sink.send(line);
+    }
+
+    fn protocol(&self) -> &'static str {
+        match self.facts.version {
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }
+    }
+
+    fn target(&self) -> &str {
+        self.facts
+            .uri
+            .path_and_query()
+            .map_or_else(|| self.facts.uri.path(), |pq| pq.as_str())
+    }
+
+    fn json(&self) -> String {
+        let elapsed = self.facts.started.elapsed();
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let mut line = serde_json::json!({
+            "time": self.facts.time.to_rfc3339(),
+            "request_id": self.facts.request_id,
+            "remote_addr": self.facts.peer.map(|p| p.ip().to_string()),
+            "method": self.facts.method.as_str(),
+            "path": self.facts.uri.path(),
+            "query": self.facts.uri.query(),
+            "protocol": self.protocol(),
+            "status": self.status.as_u16(),
+            "bytes": self.bytes,
+            "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            "referer": text(&self.facts.referer),
+            "user_agent": text(&self.facts.user_agent),
+            "user": self.user,
+        })
+        .to_string();
+        line.push('\n');
+        line
+    }
+
+    fn atoms(&self) -> String {
+        let elapsed = self.facts.started.elapsed();
+        let mut line = String::with_capacity(160);
+        let mut wanted = self.facts.wanted_headers.iter();
+        let value = |v: Option<&HeaderValue>| -> String {
+            v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "-".to_owned())
+        };
+        for atom in &self.shared.atoms {
+            let _ = match atom {
+                Atom::Literal(text) => write!(line, "{text}"),
+                Atom::RemoteAddr => match self.facts.peer {
+                    Some(peer) => write!(line, "{}", peer.ip()),
+                    None => write!(line, "-"),
+                },
+                Atom::Dash => write!(line, "-"),
+                Atom::User => write!(line, "{}", self.user.as_deref().unwrap_or("-")),
+                Atom::Time => write!(line, "[{}]", self.facts.time.format("%d/%b/%Y:%H:%M:%S %z")),
+                Atom::RequestLine => write!(
+                    line,
+                    "{} {} {}",
+                    self.facts.method,
+                    self.target(),
+                    self.protocol()
+                ),
+                Atom::Method => write!(line, "{}", self.facts.method),
+                Atom::Path => write!(line, "{}", self.facts.uri.path()),
+                Atom::Query => write!(line, "{}", self.facts.uri.query().unwrap_or("")),
+                Atom::Protocol => write!(line, "{}", self.protocol()),
+                Atom::Status => write!(line, "{}", self.status.as_u16()),
+                Atom::BytesZero => write!(line, "{}", self.bytes),
+                Atom::BytesDash if self.bytes == 0 => write!(line, "-"),
+                Atom::BytesDash => write!(line, "{}", self.bytes),
+                Atom::Referer => write!(line, "{}", value(self.facts.referer.as_ref())),
+                Atom::UserAgent => write!(line, "{}", value(self.facts.user_agent.as_ref())),
+                Atom::Seconds => write!(line, "{}", elapsed.as_secs()),
+                Atom::Micros => write!(line, "{}", elapsed.as_micros()),
+                Atom::Millis => write!(line, "{}", elapsed.as_millis()),
+                Atom::DecimalSeconds => write!(line, "{:.6}", elapsed.as_secs_f64()),
+                Atom::Pid => write!(line, "<{}>", std::process::id()),
+                Atom::RequestHeader(_) => {
+                    write!(line, "{}", value(wanted.next().and_then(Option::as_ref)))
+                }
+                Atom::ResponseHeader(name) => write!(line, "{}", value(self.headers.get(name))),
+                Atom::Env(name) => write!(
+                    line,
+                    "{}",
+                    std::env::var(name).unwrap_or_else(|_| "-".into())
+                ),
+            };
+        }
+        line.push('\n');
+        line
+    }
+}
+
+/// The response body, counting bytes; writes the line when it ends or is dropped.
+struct LoggedBody {
+    inner: Body,
+    pending: Option<PendingLine>,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum_core::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum_core::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(pending)) = (frame.data_ref(), this.pending.as_mut()) {
+                    pending.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.write();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.write();
+        }
+    }
+}

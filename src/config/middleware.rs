@@ -1,0 +1,192 @@
+//! `[[middleware]]`: the pipeline, outermost entry first. Each entry has a `kind`.
+
+use std::collections::BTreeMap;
+
+use figment::value::magic::RelativePathBuf;
+use serde::{Deserialize, Serialize};
+
+use super::units::ByteSize;
+
+/// One layer of the pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MiddlewareConfig {
+    /// One line per response.
+    AccessLog(AccessLogConfig),
+    /// gzip / br / zstd response compression.
+    Compression(CompressionConfig),
+    /// HTTP Basic or Bearer authentication.
+    Auth(AuthConfig),
+    /// Files from a folder under a mount prefix.
+    Static(StaticConfig),
+    /// A Python WSGI middleware.
+    Python(PythonConfig),
+    /// Request and response header changes.
+    Headers(HeadersConfig),
+}
+
+impl MiddlewareConfig {
+    /// The `kind` string, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MiddlewareConfig::AccessLog(_) => "access_log",
+            MiddlewareConfig::Compression(_) => "compression",
+            MiddlewareConfig::Auth(_) => "auth",
+            MiddlewareConfig::Static(_) => "static",
+            MiddlewareConfig::Python(_) => "python",
+            MiddlewareConfig::Headers(_) => "headers",
+        }
+    }
+}
+
+/// `kind = "access_log"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `"combined"` (Apache/gunicorn default), `"json"`, or a gunicorn
+    /// `access_log_format` string such as `'%(h)s "%(r)s" %(s)s %(D)s'`.
+    pub format: String,
+    /// `"stdout"`, `"stderr"`, or a file path (relative to the config file).
+    pub output: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            format: "combined".into(),
+            output: "stdout".into(),
+        }
+    }
+}
+
+/// `kind = "compression"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Codings offered, preferred first at equal q-value: `"br"`, `"zstd"`, `"gzip"`.
+    pub encodings: Vec<String>,
+    /// Bodies known to be smaller are not compressed.
+    pub min_size: ByteSize,
+    /// gzip level, 1-9.
+    pub gzip_level: u32,
+    /// brotli quality, 0-11.
+    pub brotli_quality: u32,
+    /// zstd level, 1-22.
+    pub zstd_level: i32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            encodings: vec!["br".into(), "zstd".into(), "gzip".into()],
+            min_size: ByteSize(256),
+            gzip_level: 6,
+            brotli_quality: 4,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// The authentication scheme of `kind = "auth"`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    /// HTTP Basic against `htpasswd`.
+    #[default]
+    Basic,
+    /// Bearer tokens from `tokens_file` or `tokens_env`.
+    Bearer,
+}
+
+/// `kind = "auth"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"basic"` or `"bearer"`.
+    pub scheme: AuthScheme,
+    /// htpasswd file (bcrypt or SHA-256/512-crypt entries), for `basic`.
+    pub htpasswd: Option<RelativePathBuf>,
+    /// File of tokens, one per line (`token` or `name:token`), for `bearer`.
+    pub tokens_file: Option<RelativePathBuf>,
+    /// Environment variable holding comma-separated tokens, for `bearer`.
+    pub tokens_env: Option<String>,
+    /// Realm shown in the browser's prompt.
+    pub realm: String,
+    /// Path prefixes that require authentication.
+    pub paths: Vec<String>,
+    /// Path prefixes that never do (health checks, public assets).
+    pub exclude: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            scheme: AuthScheme::Basic,
+            htpasswd: None,
+            tokens_file: None,
+            tokens_env: None,
+            realm: "restricted".into(),
+            paths: vec!["/".into()],
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// `kind = "static"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// URL prefix, e.g. `"/static"` (`"/"` for everything).
+    pub mount: String,
+    /// Folder to serve, relative to the config file.
+    pub dir: RelativePathBuf,
+    /// `Cache-Control` for served files, e.g. `"public, max-age=86400"`.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// Serve `.br`/`.gz`/`.zst` siblings to clients that accept them.
+    #[serde(default = "yes")]
+    pub precompressed: bool,
+    /// A miss goes on to the next layer (true) or gets 404 (false).
+    #[serde(default = "yes")]
+    pub fallthrough: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `kind = "python"`: exactly one of `factory` and `filter_factory`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PythonConfig {
+    /// `"module:callable"` called as `callable(app, **options)`.
+    pub factory: Option<String>,
+    /// `"module:callable"` called as `callable(global_conf, **options)(app)`
+    /// (PasteDeploy filter factories).
+    pub filter_factory: Option<String>,
+    /// Keyword arguments, passed as they are written (strings, numbers, booleans,
+    /// arrays, tables).
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+/// Header changes for one direction.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRules {
+    /// Replace (or add) these headers.
+    pub set: BTreeMap<String, String>,
+    /// Add these values, keeping existing ones.
+    pub append: BTreeMap<String, String>,
+    /// Remove these headers.
+    pub remove: Vec<String>,
+}
+
+/// `kind = "headers"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Changes to requests, before the layers below see them.
+    pub request: HeaderRules,
+    /// Changes to responses, after the layers below made them.
+    pub response: HeaderRules,
+}

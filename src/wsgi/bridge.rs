@@ -1,0 +1,576 @@
+//! Native layers between two Python layers.
+//!
+//! When a native layer sits below a Python layer (`python A -> compression -> python B
+//! -> app`), A wraps a [`NativeBridge`]: a WSGI callable that turns the environ back
+//! into an `http::Request`, runs the native layers, and at their bottom calls B
+//! *inline* through [`InlineApp`], on the same Python thread (the runtime is driven with
+//! `block_on` from that thread). So:
+//! - the environ dict is the same object for A and B: what A put in it (a Beaker
+//!   session, a Paste registry) reaches B; only what the native layers changed
+//!   (headers, `REMOTE_USER`) is rewritten;
+//! - thread-locals hold across `app()`, iteration and `close()`, since B's iterable is
+//!   driven from A's iteration of the bridge's response;
+//! - the native layers really transform what passes: compression between A and B
+//!   compresses B's response before A sees it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use gateway_middleware::{AuthenticatedUser, ConnectionInfo};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use sync_wrapper::SyncWrapper;
+use tokio::runtime::Handle;
+use tower::{Service, ServiceExt};
+
+use super::environ::latin1;
+use super::interpreter::format_exception;
+use super::response::{parse_headers, parse_status};
+use crate::pipeline::GatewayService;
+
+/// The environ of the Python layer above a bridge, carried in request extensions.
+#[derive(Clone)]
+struct OuterEnviron(Arc<Py<PyDict>>);
+
+/// A WSGI callable that runs native layers and then the inner WSGI callable.
+#[pyclass(module = "wsgi_gateway", name = "NativeLayers")]
+pub struct NativeBridge {
+    service: Mutex<GatewayService>,
+    runtime: Handle,
+}
+
+impl NativeBridge {
+    /// `layers` wrapped around `inner` (a WSGI callable), run on `runtime`.
+    pub fn new(service: GatewayService, runtime: Handle) -> Self {
+        Self {
+            service: Mutex::new(service),
+            runtime,
+        }
+    }
+}
+
+/// Rebuild the request the environ describes.
+fn request_from_environ(environ: &Bound<'_, PyDict>) -> PyResult<Request<Body>> {
+    let get = |key: &str| -> PyResult<String> {
+        Ok(match environ.get_item(key)? {
+            Some(value) => value.extract::<String>()?,
+            None => String::new(),
+        })
+    };
+    let to_bytes = |text: &str| -> Vec<u8> { text.chars().map(|c| c as u32 as u8).collect() };
+    let method = Method::from_bytes(get("REQUEST_METHOD")?.as_bytes())
+        .map_err(|_| PyTypeError::new_err("invalid REQUEST_METHOD"))?;
+    let path = to_bytes(&format!("{}{}", get("SCRIPT_NAME")?, get("PATH_INFO")?));
+    let mut target = percent_encoding::percent_encode(&path, PATH_ESCAPES).to_string();
+    if target.is_empty() {
+        target.push('/');
+    }
+    let query = get("QUERY_STRING")?;
+    if !query.is_empty() {
+        target.push('?');
+        target.push_str(&query);
+    }
+    let version = match get("SERVER_PROTOCOL")?.as_str() {
+        "HTTP/1.0" => Version::HTTP_10,
+        "HTTP/2" | "HTTP/2.0" => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::new();
+    for (key, value) in environ.iter() {
+        let Ok(key) = key.cast::<PyString>() else {
+            continue;
+        };
+        let key = key.to_str()?;
+        let name = match key {
+            "CONTENT_TYPE" => "content-type".to_owned(),
+            "CONTENT_LENGTH" => "content-length".to_owned(),
+            _ => match key.strip_prefix("HTTP_") {
+                Some(rest) => rest.replace('_', "-").to_ascii_lowercase(),
+                None => continue,
+            },
+        };
+        let Ok(value) = value.extract::<String>() else {
+            continue;
+        };
+        if value.is_empty() && (key == "CONTENT_TYPE" || key == "CONTENT_LENGTH") {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name),
+            HeaderValue::from_bytes(&to_bytes(&value)),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let input = environ.get_item("wsgi.input")?.map(Bound::unbind);
+    let mut request = Request::new(Body::new(EnvironInput { input }));
+    *request.method_mut() = method;
+    *request.uri_mut() = target
+        .parse()
+        .map_err(|_| PyTypeError::new_err(format!("cannot rebuild a URI from {target:?}")))?;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    if let Ok(Some(user)) = environ.get_item("REMOTE_USER") {
+        if let Ok(user) = user.extract::<String>() {
+            request.extensions_mut().insert(AuthenticatedUser(user));
+        }
+    }
+    Ok(request)
+}
+
+/// The connection facts the environ records, for native layers that log or check them.
+fn connection_info(environ: &Bound<'_, PyDict>) -> ConnectionInfo {
+    let text = |key: &str| -> Option<String> { environ.get_item(key).ok()??.extract().ok() };
+    let address = |host: Option<String>, port: Option<String>| -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = host?.trim_matches(['[', ']']).parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, port?.parse().ok()?))
+    };
+    let scheme = match text("wsgi.url_scheme").as_deref() {
+        Some("https") => "https",
+        _ => "http",
+    };
+    ConnectionInfo {
+        peer: address(text("REMOTE_ADDR"), text("REMOTE_PORT")),
+        local: address(text("SERVER_NAME"), text("SERVER_PORT")),
+        scheme,
+    }
+}
+
+/// Bytes escaped when a decoded PATH_INFO is turned back into a request target.
+const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The outer layer's `wsgi.input`, read (only if a native layer reads the body) from the
+/// Python thread that drives the bridge.
+struct EnvironInput {
+    input: Option<Py<PyAny>>,
+}
+
+impl http_body::Body for EnvironInput {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let Some(input) = &this.input else {
+            return Poll::Ready(None);
+        };
+        let chunk = Python::attach(|py| -> PyResult<Vec<u8>> {
+            let data = input.bind(py).call_method1("read", (65536,))?;
+            Ok(data.cast::<PyBytes>()?.as_bytes().to_vec())
+        });
+        Poll::Ready(match chunk {
+            Ok(data) if data.is_empty() => {
+                this.input = None;
+                None
+            }
+            Ok(data) => Some(Ok(Frame::data(Bytes::from(data)))),
+            Err(error) => Some(Err(std::io::Error::other(error.to_string()))),
+        })
+    }
+}
+
+#[pymethods]
+impl NativeBridge {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        environ: Bound<'_, PyDict>,
+        start_response: Bound<'_, PyAny>,
+    ) -> PyResult<BridgeResponse> {
+        let mut request = request_from_environ(&environ)?;
+        request
+            .extensions_mut()
+            .insert(OuterEnviron(Arc::new(environ.clone().unbind())));
+        request.extensions_mut().insert(connection_info(&environ));
+        let service = self
+            .service
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("native layers poisoned"))?
+            .clone();
+        let runtime = self.runtime.clone();
+        let response = py.detach(move || runtime.block_on(service.oneshot(request)));
+        let response = match response {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        let reason = parts.status.canonical_reason().unwrap_or("Unknown");
+        let status = format!("{} {reason}", parts.status.as_u16());
+        let headers = PyList::empty(py);
+        for (name, value) in &parts.headers {
+            headers.append((name.as_str(), latin1(py, value.as_bytes())))?;
+        }
+        start_response.call1((status, headers))?;
+        Ok(BridgeResponse {
+            body: Some(SyncWrapper::new(body)),
+            runtime: self.runtime.clone(),
+        })
+    }
+}
+
+/// The iterable the bridge returns to the Python layer above it.
+#[pyclass(module = "wsgi_gateway", name = "NativeLayersResponse")]
+pub struct BridgeResponse {
+    body: Option<SyncWrapper<Body>>,
+    runtime: Handle,
+}
+
+#[pymethods]
+impl BridgeResponse {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        loop {
+            let Some(body) = self.body.as_mut().map(SyncWrapper::get_mut) else {
+                return Err(PyStopIteration::new_err(()));
+            };
+            let runtime = &self.runtime;
+            let frame = py
+                .detach(|| runtime.block_on(async { http_body_util::BodyExt::frame(body).await }));
+            match frame {
+                None => {
+                    self.body = None;
+                    return Err(PyStopIteration::new_err(()));
+                }
+                Some(Err(error)) => {
+                    self.body = None;
+                    return Err(PyRuntimeError::new_err(format!(
+                        "response body failed: {error}"
+                    )));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Ok(PyBytes::new(py, &data));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drop the native body; the inner iterable is closed with it.
+    fn close(&mut self) {
+        self.body = None;
+    }
+}
+
+/// The bottom of a bridge: calls the inner WSGI callable on the current thread.
+#[derive(Clone)]
+pub struct InlineApp {
+    app: Arc<Py<PyAny>>,
+}
+
+impl InlineApp {
+    /// Call `app` inline for each request.
+    pub fn new(app: Py<PyAny>) -> Self {
+        Self { app: Arc::new(app) }
+    }
+}
+
+impl Service<Request<Body>> for InlineApp {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let response = Python::attach(|py| match call_inline(py, &self.app, &request) {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!(
+                    target: "wsgi_gateway::app",
+                    request = %format!("{} {}", request.method(), request.uri()),
+                    "application error:\n{}",
+                    format_exception(py, &error)
+                );
+                crate::http_error::error_response(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        });
+        std::future::ready(Ok(response))
+    }
+}
+
+/// Bring the shared environ up to date with what the native layers did to the request.
+fn rewrite_environ(
+    py: Python<'_>,
+    environ: &Bound<'_, PyDict>,
+    request: &Request<Body>,
+) -> PyResult<()> {
+    let stale: Vec<Bound<'_, PyAny>> = environ
+        .keys()
+        .iter()
+        .filter(|k| {
+            k.cast::<PyString>()
+                .ok()
+                .and_then(|k| {
+                    k.to_str().ok().map(|k| {
+                        k.starts_with("HTTP_") || k == "CONTENT_TYPE" || k == "CONTENT_LENGTH"
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    for key in stale {
+        environ.del_item(key)?;
+    }
+    for name in request.headers().keys() {
+        if name.as_str().contains('_') {
+            continue;
+        }
+        let key = match name.as_str() {
+            "content-type" => "CONTENT_TYPE".to_owned(),
+            "content-length" => "CONTENT_LENGTH".to_owned(),
+            other => format!("HTTP_{}", other.replace('-', "_").to_ascii_uppercase()),
+        };
+        let separator: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b","
+        };
+        let joined = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .join(separator);
+        environ.set_item(key, latin1(py, &joined))?;
+    }
+    if let Some(user) = request.extensions().get::<AuthenticatedUser>() {
+        environ.set_item("REMOTE_USER", user.0.as_str())?;
+    }
+    Ok(())
+}
+
+fn call_inline(
+    py: Python<'_>,
+    app: &Py<PyAny>,
+    request: &Request<Body>,
+) -> PyResult<Response<Body>> {
+    let environ = match request.extensions().get::<OuterEnviron>() {
+        Some(outer) => outer.0.bind(py).clone(),
+        None => return Err(PyRuntimeError::new_err("a native bridge lost the environ")),
+    };
+    rewrite_environ(py, &environ, request)?;
+    let capture = Bound::new(py, CaptureStartResponse::default())?;
+    let iterable = app.bind(py).call1((&environ, &capture))?;
+    let iterator = iterable.try_iter();
+    let mut first = VecDeque::new();
+    let iterator = match iterator {
+        Ok(iterator) => iterator,
+        Err(error) => {
+            close_quietly(py, &iterable);
+            return Err(error);
+        }
+    };
+    // The head may come lazily, from inside the first iteration.
+    let mut exhausted = false;
+    while !capture.borrow().has_head() {
+        match iterator.clone().next() {
+            Some(Ok(chunk)) => first.push_back(bytes_of(&chunk)?),
+            Some(Err(error)) => {
+                close_quietly(py, &iterable);
+                return Err(error);
+            }
+            None => {
+                exhausted = true;
+                break;
+            }
+        }
+    }
+    let head = capture.borrow_mut().take_head();
+    let Some((status, headers)) = head else {
+        close_quietly(py, &iterable);
+        return Err(PyRuntimeError::new_err(
+            "the application returned without calling start_response()",
+        ));
+    };
+    let written = std::mem::take(&mut *capture.borrow().written.lock().expect("write buffer"));
+    let mut chunks: VecDeque<Bytes> = written;
+    chunks.extend(first);
+    let body = InlineBody {
+        chunks,
+        capture: capture.unbind(),
+        iterator: (!exhausted).then(|| iterator.into_any().unbind()),
+        iterable: Some(iterable.unbind()),
+    };
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+fn bytes_of(chunk: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let bytes = chunk
+        .cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err("a WSGI body is made of bytes"))?;
+    Ok(Bytes::copy_from_slice(bytes.as_bytes()))
+}
+
+fn close_quietly(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
+    if let Ok(close) = iterable.getattr("close") {
+        if let Err(error) = close.call0() {
+            tracing::error!("close() failed:\n{}", format_exception(py, &error));
+        }
+    }
+}
+
+/// `start_response` for an inline call: records the head and `write()` output.
+#[pyclass(module = "wsgi_gateway", name = "InlineStartResponse")]
+#[derive(Default)]
+struct CaptureStartResponse {
+    head: Option<(StatusCode, HeaderMap)>,
+    head_taken: bool,
+    written: Arc<Mutex<VecDeque<Bytes>>>,
+}
+
+impl CaptureStartResponse {
+    fn has_head(&self) -> bool {
+        self.head.is_some()
+    }
+
+    fn take_head(&mut self) -> Option<(StatusCode, HeaderMap)> {
+        self.head_taken = true;
+        self.head.take()
+    }
+}
+
+#[pymethods]
+impl CaptureStartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        slf: Bound<'_, Self>,
+        status: &str,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let this = slf.borrow();
+            if let Some(exc_info) = exc_info {
+                if this.head_taken {
+                    let value = exc_info.get_item(1)?;
+                    let traceback = exc_info.get_item(2)?;
+                    return Err(PyErr::from_value(
+                        value.call_method1("with_traceback", (traceback,))?,
+                    ));
+                }
+            } else if this.head.is_some() || this.head_taken {
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+        }
+        let status = parse_status(status)?;
+        let (headers, _) = parse_headers(headers)?;
+        slf.borrow_mut().head = Some((status, headers));
+        Ok(slf.getattr("write")?.unbind())
+    }
+
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = bytes_of(data)?;
+        self.written.lock().expect("write buffer").push_back(bytes);
+        Ok(())
+    }
+}
+
+/// The inner application's response, iterated on demand on the driving thread.
+struct InlineBody {
+    chunks: VecDeque<Bytes>,
+    capture: Py<CaptureStartResponse>,
+    iterator: Option<Py<PyAny>>,
+    iterable: Option<Py<PyAny>>,
+}
+
+impl http_body::Body for InlineBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(chunk) = this.chunks.pop_front() {
+                if chunk.is_empty() {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            let Some(iterator) = &this.iterator else {
+                return Poll::Ready(None);
+            };
+            let next = Python::attach(|py| -> PyResult<Option<Vec<Bytes>>> {
+                let item = iterator.bind(py).call_method0("__next__");
+                let mut out: Vec<Bytes> = this
+                    .capture
+                    .borrow(py)
+                    .written
+                    .lock()
+                    .expect("write buffer")
+                    .drain(..)
+                    .collect();
+                match item {
+                    Ok(item) => {
+                        out.push(bytes_of(&item)?);
+                        Ok(Some(out))
+                    }
+                    Err(error) if error.is_instance_of::<PyStopIteration>(py) => {
+                        Ok(if out.is_empty() { None } else { Some(out) })
+                    }
+                    Err(error) => {
+                        tracing::error!(target: "wsgi_gateway::app", "application error:\n{}", format_exception(py, &error));
+                        Err(error)
+                    }
+                }
+            });
+            match next {
+                Ok(Some(chunks)) => this.chunks.extend(chunks),
+                Ok(None) => {
+                    this.iterator = None;
+                    return Poll::Ready(None);
+                }
+                Err(error) => {
+                    this.iterator = None;
+                    return Poll::Ready(Some(Err(std::io::Error::other(error.to_string()))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for InlineBody {
+    fn drop(&mut self) {
+        if let Some(iterable) = self.iterable.take() {
+            Python::attach(|py| close_quietly(py, iterable.bind(py)));
+        }
+    }
+}
