@@ -19,4 +19,4 @@ if [ ! -f "$venv/pyvenv.cfg" ] || ! cmp -s tests/requirements.txt "$stamp"; then
 fi
 export GATEWAY_TEST_VENV="$PWD/$venv"
 
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 use super::units::ByteSize;
 
@@ -105,9 +105,9 @@ pub struct AuthConfig {
     /// `"basic"` or `"bearer"`.
     pub scheme: AuthScheme,
     /// htpasswd file (bcrypt or SHA-256/512-crypt entries), for `basic`.
-    pub htpasswd: Option<RelativePathBuf>,
+    pub htpasswd: Option<PathBuf>,
     /// File of tokens, one per line (`token` or `name:token`), for `bearer`.
-    pub tokens_file: Option<RelativePathBuf>,
+    pub tokens_file: Option<PathBuf>,
     /// Environment variable holding comma-separated tokens, for `bearer`.
     pub tokens_env: Option<String>,
     /// Realm shown in the browser's prompt.
@@ -139,7 +139,7 @@ pub struct StaticConfig {
     /// URL prefix, e.g. `"/static"` (`"/"` for everything).
     pub mount: String,
     /// Folder to serve, relative to the config file.
-    pub dir: RelativePathBuf,
+    pub dir: PathBuf,
     /// `Cache-Control` for served files, e.g. `"public, max-age=86400"`.
     #[serde(default)]
     pub cache_control: Option<String>,

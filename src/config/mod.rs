@@ -122,7 +122,7 @@ pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfi
         .extract()
         .map_err(|e| ConfigError::Parse(describe(&e)))?;
     let loaded = LoadedConfig { config, file };
-    validate(&loaded.config, &figment)?;
+    validate(&loaded.config, &figment, &loaded.base_dir())?;
     Ok(loaded)
 }
 
@@ -168,7 +168,7 @@ fn origin(metadata: Option<&figment::Metadata>) -> String {
 }
 
 /// Check values that parse but make no sense, naming the key and its source.
-fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| {
         // figment records where lists came from, not each element: `middleware.2` is
         // looked up as `middleware`.
@@ -236,7 +236,7 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         }
     }
     for (index, entry) in config.middleware.iter().enumerate() {
-        if let Err(message) = crate::pipeline::check_entry(entry) {
+        if let Err(message) = crate::pipeline::check_entry(entry, base) {
             return invalid(
                 &format!("middleware.{index}"),
                 format!("({}) {message}", entry.kind()),

@@ -107,8 +107,8 @@ fn native_layer(entry: &MiddlewareConfig, base: &Path) -> Result<NativeLayer, St
     match entry {
         MiddlewareConfig::AccessLog(config) => native::access_log(config, base),
         MiddlewareConfig::Compression(config) => native::compression(config),
-        MiddlewareConfig::Auth(config) => native::auth(config),
-        MiddlewareConfig::Static(config) => native::static_files(config),
+        MiddlewareConfig::Auth(config) => native::auth(config, base),
+        MiddlewareConfig::Static(config) => native::static_files(config, base),
         MiddlewareConfig::Headers(config) => native::headers(config),
         MiddlewareConfig::Python(_) => unreachable!("python entries are not native"),
     }
@@ -162,13 +162,13 @@ pub fn describe(config: &GatewayConfig) -> String {
 }
 
 /// Check one entry without side effects beyond reading the files it names (used by
-/// config validation and `wsgi-gateway check`).
-pub fn check_entry(entry: &MiddlewareConfig) -> Result<(), String> {
+/// config validation and `wsgi-gateway check`). Relative paths are relative to `base`.
+pub fn check_entry(entry: &MiddlewareConfig, base: &Path) -> Result<(), String> {
     match entry {
         MiddlewareConfig::AccessLog(config) => native::check_access_log(config),
         MiddlewareConfig::Python(config) => python_stage(0, config).map(drop),
         // Building these only reads their files.
-        other => native_layer(other, Path::new(".")).map(drop),
+        other => native_layer(other, base).map(drop),
     }
 }
 

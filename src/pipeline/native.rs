@@ -93,18 +93,18 @@ pub fn compression(config: &CompressionConfig) -> Result<NativeLayer, String> {
 }
 
 /// Build the auth layer (reads its credentials).
-pub fn auth(config: &AuthConfig) -> Result<NativeLayer, String> {
+pub fn auth(config: &AuthConfig, base: &Path) -> Result<NativeLayer, String> {
     let scheme = match config.scheme {
         AuthScheme::Basic => {
             let path = config
                 .htpasswd
                 .as_ref()
                 .ok_or("scheme = \"basic\" needs htpasswd = \"FILE\"")?;
-            Scheme::basic_from_htpasswd(&path.relative()).map_err(|e| e.to_string())?
+            Scheme::basic_from_htpasswd(&base.join(path)).map_err(|e| e.to_string())?
         }
         AuthScheme::Bearer => match (&config.tokens_file, &config.tokens_env) {
             (Some(file), None) => {
-                Scheme::bearer_from_file(&file.relative()).map_err(|e| e.to_string())?
+                Scheme::bearer_from_file(&base.join(file)).map_err(|e| e.to_string())?
             }
             (None, Some(var)) => {
                 let tokens =
@@ -127,8 +127,8 @@ pub fn auth(config: &AuthConfig) -> Result<NativeLayer, String> {
 }
 
 /// Build the static files layer (checks the folder).
-pub fn static_files(config: &StaticConfig) -> Result<NativeLayer, String> {
-    let mut layer = StaticFilesLayer::new(&config.mount, &config.dir.relative())
+pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, String> {
+    let mut layer = StaticFilesLayer::new(&config.mount, &base.join(&config.dir))
         .map_err(|e| e.to_string())?
         .fallthrough(config.fallthrough)
         .precompressed(config.precompressed);

@@ -307,3 +307,40 @@ def _at_exit():
 import atexit  # noqa: E402
 
 atexit.register(_at_exit)
+
+
+def stream_until_flag(environ, start_response):
+    """Yields a first chunk, then waits (bounded) for the test to create a flag file
+    before yielding the rest: the first chunk can only reach the client first if every
+    layer on the way flushes it."""
+    flag = environ["QUERY_STRING"].split("=", 1)[1]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def generate():
+        yield b"first chunk " * 40
+        deadline = time.time() + 20
+        while not os.path.exists(flag) and time.time() < deadline:
+            time.sleep(0.01)
+        yield b"second chunk " * 40
+
+    return generate()
+
+
+def sse(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/event-stream")])
+    return [b"data: " + b"x" * 2000 + b"\n\n"]
+
+
+def text_app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path.startswith("/sse"):
+        return sse(environ, start_response)
+    if path.startswith("/flush"):
+        return stream_until_flag(environ, start_response)
+    if path.startswith("/small"):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"tiny"]
+    body = ("lorem ipsum dolor sit amet " * 200).encode()
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
