@@ -344,3 +344,8 @@ def text_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+def paste_app_factory(global_conf, **local_conf):
+    """PasteDeploy app factory for the contract app."""
+    return application

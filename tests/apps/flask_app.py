@@ -40,3 +40,22 @@ def cookie():
 @app.get("/missing")
 def missing():
     return jsonify(error="nope"), 404
+
+
+@app.get("/whoami")
+def whoami():
+    return jsonify(remote=request.remote_addr, scheme=request.scheme, host=request.host,
+                   url=request.url)
+
+
+@app.get("/beaker")
+def beaker_visits():
+    session = request.environ["beaker.session"]
+    session["visits"] = session.get("visits", 0) + 1
+    session.save()
+    return jsonify(visits=session["visits"])
+
+
+def make(global_conf, **local_conf):
+    """PasteDeploy app factory."""
+    return app
