@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Build, install the peers, and run the hello-world benchmark. Extra arguments go to
-# bench/hello.py (e.g. --rounds 5 --seconds 15).
+# Build, install the peers, and run a benchmark: `bench/run.sh` (hello world) or
+# `bench/run.sh stack` (the paste-stack middleware stack). Extra arguments go to the
+# script (e.g. --rounds 5 --seconds 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup.sh
-exec python3 bench/hello.py "$@"
+script=hello
+if [ "${1:-}" = stack ] || [ "${1:-}" = hello ]; then
+    script=$1
+    shift
+fi
+exec python3 "bench/$script.py" "$@"

@@ -287,9 +287,10 @@ where
                             }
                         }
                     }
+                    let size = body.size_hint().exact();
                     let body = CompressedBody {
                         inner: body,
-                        encoder: Some(Encoder::new(encoding, levels)),
+                        encoder: Some(Encoder::new(encoding, levels, size)),
                         trailers: None,
                     };
                     Response::from_parts(parts, Body::new(body))
@@ -313,18 +314,15 @@ fn append_vary(headers: &mut HeaderMap) {
 
 /// A streaming encoder writing into a buffer that is drained after each frame.
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(GzipStream),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
 impl Encoder {
-    fn new(encoding: Encoding, levels: Levels) -> Self {
+    fn new(encoding: Encoding, levels: Levels, size: Option<u64>) -> Self {
         match encoding {
-            Encoding::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(levels.gzip.min(9)),
-            )),
+            Encoding::Gzip => Encoder::Gzip(GzipStream::new(levels.gzip.clamp(1, 9), size)),
             Encoding::Brotli => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 16 << 10,
@@ -332,8 +330,7 @@ impl Encoder {
                 22,
             ))),
             Encoding::Zstd => Encoder::Zstd(
-                zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)
-                    .expect("zstd level in range"),
+                zstd::stream::write::Encoder::new(Vec::new(), levels.zstd).expect("zstd level in range"),
             ),
         }
     }
@@ -341,11 +338,7 @@ impl Encoder {
     /// Compress `data` and flush, returning the bytes ready to send.
     fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
         let buffer = match self {
-            Encoder::Gzip(e) => {
-                e.write_all(data)?;
-                e.flush()?;
-                e.get_mut()
-            }
+            Encoder::Gzip(e) => return e.push(data).map(Bytes::from),
             Encoder::Brotli(e) => {
                 e.write_all(data)?;
                 e.flush()?;
@@ -360,14 +353,113 @@ impl Encoder {
         Ok(Bytes::from(std::mem::take(buffer)))
     }
 
-    /// End the stream, returning the remaining bytes.
-    fn finish(self) -> std::io::Result<Bytes> {
+    /// Compress the last `data` and end the stream.
+    fn finish(self, data: &[u8]) -> std::io::Result<Bytes> {
         let rest = match self {
-            Encoder::Gzip(e) => e.finish()?,
-            Encoder::Brotli(e) => e.into_inner(),
-            Encoder::Zstd(e) => e.finish()?,
+            Encoder::Gzip(e) => e.finish(data)?,
+            Encoder::Brotli(mut e) => {
+                e.write_all(data)?;
+                e.into_inner()
+            }
+            Encoder::Zstd(mut e) => {
+                e.write_all(data)?;
+                e.finish()?
+            }
         };
         Ok(Bytes::from(rest))
+    }
+}
+
+thread_local! {
+    /// Deflate states kept for reuse: building one zeroes a few hundred KiB, which
+    /// costs more than compressing a typical page.
+    static DEFLATE_POOL: std::cell::RefCell<Vec<(u32, u8, flate2::Compress)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// gzip (RFC 1952) around a pooled raw deflate stream, with a window no larger than
+/// the body when its size is known.
+struct GzipStream {
+    compress: Option<flate2::Compress>,
+    level: u32,
+    window_bits: u8,
+    crc: flate2::Crc,
+    out: Vec<u8>,
+}
+
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl GzipStream {
+    fn new(level: u32, size: Option<u64>) -> Self {
+        let window_bits = match size {
+            Some(n) => (64 - (n.max(256) + 262).leading_zeros()).clamp(9, 15) as u8,
+            None => 15,
+        };
+        let pooled = DEFLATE_POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let at = pool.iter().position(|(l, w, _)| *l == level && *w == window_bits)?;
+            Some(pool.swap_remove(at).2)
+        });
+        let compress = pooled.unwrap_or_else(|| {
+            flate2::Compress::new_with_window_bits(flate2::Compression::new(level), false, window_bits)
+        });
+        Self {
+            compress: Some(compress),
+            level,
+            window_bits,
+            crc: flate2::Crc::new(),
+            out: GZIP_HEADER.to_vec(),
+        }
+    }
+
+    fn run(&mut self, data: &[u8], flush: flate2::FlushCompress) -> std::io::Result<()> {
+        let compress = self.compress.as_mut().expect("stream open");
+        let start = compress.total_in();
+        loop {
+            let consumed = (compress.total_in() - start) as usize;
+            self.out.reserve((data.len() - consumed) / 2 + 1024);
+            let status = compress
+                .compress_vec(&data[consumed..], &mut self.out, flush)
+                .map_err(std::io::Error::other)?;
+            let consumed = (compress.total_in() - start) as usize;
+            let done = match flush {
+                flate2::FlushCompress::Finish => status == flate2::Status::StreamEnd,
+                _ => consumed == data.len() && self.out.len() < self.out.capacity(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.crc.update(data);
+        self.run(data, flate2::FlushCompress::Sync)?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn finish(mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.crc.update(data);
+        self.run(data, flate2::FlushCompress::Finish)?;
+        let mut out = std::mem::take(&mut self.out);
+        out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        Ok(out)
+    }
+}
+
+impl Drop for GzipStream {
+    fn drop(&mut self) {
+        if let Some(mut compress) = self.compress.take() {
+            compress.reset();
+            let entry = (self.level, self.window_bits, compress);
+            DEFLATE_POOL.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < 16 {
+                    pool.push(entry);
+                }
+            });
+        }
     }
 }
 
@@ -395,13 +487,9 @@ impl http_body::Body for CompressedBody {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let out = if this.inner.is_end_stream() {
-                            // The last frame: finish instead of flushing twice.
-                            let mut encoder = this.encoder.take().expect("encoder present");
-                            let head = encoder.push(&data).map_err(axum_core::Error::new)?;
-                            let tail = encoder.finish().map_err(axum_core::Error::new)?;
-                            let mut all = head.to_vec();
-                            all.extend_from_slice(&tail);
-                            Bytes::from(all)
+                            // The last frame: finish instead of flushing, then finishing.
+                            let encoder = this.encoder.take().expect("encoder present");
+                            encoder.finish(&data).map_err(axum_core::Error::new)?
                         } else {
                             encoder.push(&data).map_err(axum_core::Error::new)?
                         };
@@ -418,7 +506,7 @@ impl http_body::Body for CompressedBody {
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),
                 None => {
                     let encoder = this.encoder.take().expect("encoder present");
-                    let tail = encoder.finish().map_err(axum_core::Error::new)?;
+                    let tail = encoder.finish(&[]).map_err(axum_core::Error::new)?;
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
                 }
             }
@@ -437,6 +525,23 @@ impl http_body::Body for CompressedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_stream_round_trips_and_reuses_its_state() {
+        let text = "streamed text, ".repeat(500);
+        for size in [Some(text.len() as u64 * 2), None] {
+            for _ in 0..3 {
+                let mut stream = GzipStream::new(6, size);
+                let mut out = stream.push(text.as_bytes()).unwrap();
+                out.extend(stream.finish(text.as_bytes()).unwrap());
+                let mut decoded = String::new();
+                flate2::read::GzDecoder::new(&out[..]).read_to_string(&mut decoded).unwrap();
+                assert_eq!(decoded, text.repeat(2));
+            }
+        }
+        assert!(DEFLATE_POOL.with(|pool| !pool.borrow().is_empty()));
+    }
 
     #[test]
     fn negotiates_with_q_values() {

@@ -1,0 +1,132 @@
+"""Helpers shared by the benchmark scripts: ports, readiness, RSS, wrk, reporting."""
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, "bench", ".venv", "bin")
+GATEWAY = os.path.join(ROOT, "target", "release", "wsgi-gateway")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, timeout=30):
+    """Wait until GET / answers 200."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+def rss_kib(pid):
+    """RSS of a process and all its descendants, in KiB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return total
+
+
+def parse_latency(text, label):
+    match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\b", text, re.M)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port, seconds, connections, headers=()):
+    """One wrk run against GET / ; returns req/s, p99 and error counts."""
+    extra = [arg for header in headers for arg in ("-H", header)]
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra,
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p99_ms": parse_latency(out, "99%"),
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+
+
+def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None):
+    """Start every server, then load them in turn for `rounds` alternating rounds.
+
+    `servers` maps a name to an argv template with {port}. Returns name -> list of
+    per-round results, and prints one line per run."""
+    results = {name: [] for name in servers}
+    procs = {}
+    try:
+        for name, argv in servers.items():
+            port = free_port()
+            proc = subprocess.Popen([a.format(port=port) for a in argv], cwd=cwd, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            wait_ready(port, proc)
+            run_wrk(port, 2, connections, headers)  # warm-up
+            procs[name] = (proc, port)
+        for round_no in range(1, rounds + 1):
+            for name, (proc, port) in procs.items():
+                result = run_wrk(port, seconds, connections, headers)
+                result["rss_mib"] = rss_kib(proc.pid) / 1024
+                results[name].append(result)
+                print(f"round {round_no} {name:13s} {result['rps']:>10.0f} req/s  "
+                      f"p99 {result['p99_ms']:6.2f} ms  rss {result['rss_mib']:6.1f} MiB  "
+                      f"non-2xx {result['non2xx']} {result['socket_errors']}", flush=True)
+    finally:
+        for proc, _ in procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return results
+
+
+def report(results, subject="wsgi-gateway"):
+    """Print medians per server and the subject's median ratio against each peer."""
+    print()
+    print(f"{'server':13s} {'median req/s':>13s} {'median p99 ms':>14s} {'max RSS MiB':>12s}")
+    for name, rows in results.items():
+        rps = statistics.median(r["rps"] for r in rows)
+        p99 = statistics.median(r["p99_ms"] for r in rows)
+        rss = max(r["rss_mib"] for r in rows)
+        print(f"{name:13s} {rps:>13.0f} {p99:>14.2f} {rss:>12.1f}")
+    for peer in results:
+        if peer == subject or subject not in results:
+            continue
+        ratios = [g["rps"] / p["rps"] for g, p in zip(results[subject], results[peer])]
+        print(f"{subject}/{peer}: median ratio {statistics.median(ratios):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
