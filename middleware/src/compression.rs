@@ -330,7 +330,8 @@ impl Encoder {
                 22,
             ))),
             Encoding::Zstd => Encoder::Zstd(
-                zstd::stream::write::Encoder::new(Vec::new(), levels.zstd).expect("zstd level in range"),
+                zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)
+                    .expect("zstd level in range"),
             ),
         }
     }
@@ -397,11 +398,17 @@ impl GzipStream {
         };
         let pooled = DEFLATE_POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
-            let at = pool.iter().position(|(l, w, _)| *l == level && *w == window_bits)?;
+            let at = pool
+                .iter()
+                .position(|(l, w, _)| *l == level && *w == window_bits)?;
             Some(pool.swap_remove(at).2)
         });
         let compress = pooled.unwrap_or_else(|| {
-            flate2::Compress::new_with_window_bits(flate2::Compression::new(level), false, window_bits)
+            flate2::Compress::new_with_window_bits(
+                flate2::Compression::new(level),
+                false,
+                window_bits,
+            )
         });
         Self {
             compress: Some(compress),
@@ -536,7 +543,9 @@ mod tests {
                 let mut out = stream.push(text.as_bytes()).unwrap();
                 out.extend(stream.finish(text.as_bytes()).unwrap());
                 let mut decoded = String::new();
-                flate2::read::GzDecoder::new(&out[..]).read_to_string(&mut decoded).unwrap();
+                flate2::read::GzDecoder::new(&out[..])
+                    .read_to_string(&mut decoded)
+                    .unwrap();
                 assert_eq!(decoded, text.repeat(2));
             }
         }
