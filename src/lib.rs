@@ -6,6 +6,7 @@
 //! - [`server`]: listeners, connections (hyper HTTP/1.1 and HTTP/2), limits, draining.
 //! - [`pipeline`]: configuration in, one tower service out, ending in the application.
 //! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
+//! - [`workers`]: the supervisor process and the worker processes it runs.
 //! - [`http_error`]: the gateway's own error responses.
 //! - [`telemetry`]: logging setup.
 //!
@@ -22,4 +23,5 @@ pub mod http_error;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;
+pub mod workers;
 pub mod wsgi;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use wsgi_gateway::cli::{config_file, Cli, Command};
 use wsgi_gateway::config::{self, CliOverrides};
+use wsgi_gateway::server::Stopped;
+use wsgi_gateway::workers::{WorkerHandoff, EXIT_RECYCLE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,14 +50,23 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let result = runtime.block_on(wsgi_gateway::server::run(loaded));
+            let Some(handoff) = WorkerHandoff::from_env() else {
+                // The supervisor: binds, runs the workers, keeps them alive.
+                return match runtime.block_on(wsgi_gateway::workers::supervise(loaded)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        tracing::error!("{error}");
+                        ExitCode::FAILURE
+                    }
+                };
+            };
+            let result = runtime.block_on(wsgi_gateway::server::run(loaded, Some(handoff)));
+            // Python threads may still be parked; the process exits without
+            // finalising the interpreter, as gunicorn workers do.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             match result {
-                Ok(()) => {
-                    // Python threads may still be parked; the process exits without
-                    // finalising the interpreter, as gunicorn workers do.
-                    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-                    ExitCode::SUCCESS
-                }
+                Ok(Stopped::Signal) => ExitCode::SUCCESS,
+                Ok(Stopped::Recycle) => ExitCode::from(EXIT_RECYCLE as u8),
                 Err(error) => {
                     // Logging is up by now: the error goes where operators look.
                     tracing::error!("{error}");

@@ -191,14 +191,10 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
             return invalid("server.bind", message);
         }
     }
-    if server.workers != 1 {
+    if server.workers == 0 || server.workers > 512 {
         return invalid(
             "server.workers",
-            format!(
-                "{} workers requested, but multi-process workers are not implemented yet; \
-                 set workers = 1 and raise threads",
-                server.workers
-            ),
+            format!("must be 1..=512 or \"auto\", got {}", server.workers),
         );
     }
     if server.threads == 0 || server.threads > 1024 {

@@ -14,8 +14,16 @@ pub struct ServerConfig {
     /// Port 0 asks the OS for a free port; the chosen address is logged.
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<String>,
-    /// Worker processes. Each has its own interpreter and Python thread pool.
+    /// Worker processes, or `"auto"` for one per core. Each has its own interpreter,
+    /// Python thread pool and runtime; a supervisor process restarts them.
+    #[serde(deserialize_with = "super::units::worker_count")]
     pub workers: usize,
+    /// Recycle a worker after this many requests (0: never), as gunicorn's
+    /// `max_requests`; it drains gracefully while a fresh one takes over.
+    pub max_requests: u64,
+    /// Add a random 0..=jitter to `max_requests` per worker, so workers do not all
+    /// recycle at once.
+    pub max_requests_jitter: u64,
     /// Python threads per worker: how many requests run application code at once.
     pub threads: usize,
     /// Threads of the async runtime that run I/O and the native layers, per worker.
@@ -51,6 +59,8 @@ impl Default for ServerConfig {
         Self {
             bind: vec!["127.0.0.1:8000".to_owned()],
             workers: 1,
+            max_requests: 0,
+            max_requests_jitter: 0,
             threads: 4,
             io_threads: 1,
             backlog: 2048,

@@ -109,6 +109,25 @@ mod tests {
     }
 }
 
+/// A worker count: a number, or `"auto"` for one per available core.
+pub fn worker_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(usize),
+        Text(String),
+    }
+    match Count::deserialize(deserializer)? {
+        Count::Number(n) => Ok(n),
+        Count::Text(text) if text == "auto" => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+        Count::Text(text) => text
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a number or \"auto\", got {text:?}"))),
+    }
+}
+
 /// Durations written as a humantime string (`"30s"`, `"500ms"`, `"2m"`) or as a number of
 /// seconds (`30`, as in gunicorn's settings).
 pub mod duration {

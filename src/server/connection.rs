@@ -28,13 +28,14 @@ use crate::pipeline::GatewayService;
 #[derive(Clone)]
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
+    requests: Arc<super::RequestBudget>,
     keepalive_timeout: Duration,
     header_timeout: Duration,
 }
 
 impl ConnectionSettings {
     /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
-    pub fn new(config: &GatewayConfig) -> Self {
+    pub fn new(config: &GatewayConfig, requests: Arc<super::RequestBudget>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -58,6 +59,7 @@ impl ConnectionSettings {
         }
         Self {
             builder,
+            requests,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
         }
@@ -78,6 +80,7 @@ pub async fn serve<T>(
     let activity = ConnectionActivity::new();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
     let requests = activity.clone();
+    let budget = settings.requests.clone();
     // One copy of the pipeline per connection, called in place while it is ready (it
     // always is unless a layer applies backpressure): no clone of the boxed stack per
     // request. hyper calls the service from this connection's task only.
@@ -87,6 +90,7 @@ pub async fn serve<T>(
         parts.extensions.insert(info);
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
+        budget.count();
         let finished = FinishGuard(requests.clone());
         let response = call_in_place(&service, request);
         async move {

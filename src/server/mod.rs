@@ -29,8 +29,22 @@ use crate::wsgi::{
     self, environ::EnvironSettings, interpreter::PythonSetup, AppSettings, AppSource, PasteSpec,
 };
 
-/// Serve the configured application until a stop signal, then drain.
-pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
+/// How a served process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A stop signal: the process should exit 0.
+    Signal,
+    /// `server.max_requests` was reached: the supervisor should start a replacement.
+    Recycle,
+}
+
+/// Serve the configured application until a stop signal (or, in a worker, until
+/// `max_requests`), then drain. A worker serves the listeners its supervisor handed
+/// over; a process on its own binds `server.bind` itself.
+pub async fn run(
+    loaded: LoadedConfig,
+    mut handoff: Option<crate::workers::WorkerHandoff>,
+) -> Result<Stopped, ServerError> {
     let config = &loaded.config;
     let app_settings = app_settings(&loaded);
     let plan = pipeline::plan(config, &loaded.base_dir())?;
@@ -44,7 +58,23 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
     let service = pipeline::build(config, &plan.outer, app);
 
     let mut listeners = Vec::new();
-    for address in &config.server.bind {
+    let inherited = handoff.as_mut().map(|h| std::mem::take(&mut h.listeners));
+    for listener in inherited.unwrap_or_default() {
+        let bound = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(|source| ServerError::Bind {
+                address: "inherited listener".into(),
+                source,
+            })?;
+        listeners.push(bound);
+    }
+    let bind_here = if handoff.is_some() {
+        &[][..]
+    } else {
+        &config.server.bind[..]
+    };
+    for address in bind_here {
         let parsed = BindAddress::parse(address).map_err(|message| ServerError::Bind {
             address: address.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
@@ -66,10 +96,14 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
-    let settings = ConnectionSettings::new(config);
+    let recycle = Arc::new(RequestBudget::new(
+        config.server.max_requests,
+        config.server.max_requests_jitter,
+    ));
+    let settings = ConnectionSettings::new(config, recycle.clone());
     for listener in listeners {
         let local = listener.local_addr().ok();
-        if let Some(local) = local {
+        if let (Some(local), None) = (local, &handoff) {
             tracing::info!(
                 workers = config.server.workers,
                 threads = config.server.threads,
@@ -85,7 +119,27 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
         ));
     }
 
-    wait_for_stop_signal().await?;
+    if let Some(handoff) = handoff.as_mut() {
+        tracing::info!(
+            slot = handoff.slot,
+            pid = std::process::id(),
+            "worker serving"
+        );
+        handoff.signal_ready();
+    }
+    let stopped = tokio::select! {
+        result = wait_for_stop_signal() => {
+            result?;
+            Stopped::Signal
+        }
+        () = recycle.exhausted() => {
+            tracing::info!(
+                requests = recycle.served(),
+                "server.max_requests reached: draining this worker for a fresh one"
+            );
+            Stopped::Recycle
+        }
+    };
     tracing::info!(
         open_connections = connections.open(),
         "stopping: no new connections; draining for up to {:?}",
@@ -104,7 +158,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), ServerError> {
     tokio::task::spawn_blocking(wsgi::run_exit_handlers)
         .await
         .expect("atexit handlers panicked");
-    Ok(())
+    Ok(stopped)
 }
 
 fn app_settings(loaded: &LoadedConfig) -> AppSettings {
@@ -191,6 +245,52 @@ async fn accept_loop(
             serve.await;
             drop(open);
         });
+    }
+}
+
+/// Counts requests toward `server.max_requests` (+ jitter) and says when to recycle.
+pub struct RequestBudget {
+    served: std::sync::atomic::AtomicU64,
+    limit: Option<u64>,
+    reached: Notify,
+}
+
+impl RequestBudget {
+    fn new(max_requests: u64, jitter: u64) -> Self {
+        let limit = (max_requests > 0).then(|| {
+            // Enough randomness to spread workers: the clock's nanoseconds and the pid.
+            let noise = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as u64)
+                ^ u64::from(std::process::id());
+            max_requests + if jitter > 0 { noise % (jitter + 1) } else { 0 }
+        });
+        Self {
+            served: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            reached: Notify::new(),
+        }
+    }
+
+    /// Count one request.
+    pub fn count(&self) {
+        if let Some(limit) = self.limit {
+            let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+            if served == limit {
+                self.reached.notify_one();
+            }
+        }
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    async fn exhausted(&self) {
+        if self.limit.is_none() {
+            std::future::pending::<()>().await;
+        }
+        self.reached.notified().await;
     }
 }
 

@@ -349,3 +349,10 @@ def text_app(environ, start_response):
 def paste_app_factory(global_conf, **local_conf):
     """PasteDeploy app factory for the contract app."""
     return application
+
+
+def crash_app(environ, start_response):
+    """/crash ends the worker process at once, as a segfault would."""
+    if environ["PATH_INFO"] == "/crash":
+        os._exit(1)
+    return application(environ, start_response)

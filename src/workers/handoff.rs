@@ -1,0 +1,83 @@
+//! How the supervisor hands listening sockets and a readiness pipe to a worker.
+//!
+//! The supervisor binds every listener once (so port 0 resolves once and no queued
+//! connection is lost when a worker exits) and starts each worker as the same binary
+//! with the same arguments, plus these environment variables:
+//! - `WSGI_GATEWAY_WORKER`: the worker's slot number;
+//! - `WSGI_GATEWAY_LISTEN_FDS`: comma-separated inherited listener descriptors;
+//! - `WSGI_GATEWAY_READY_FD`: a pipe the worker writes one byte to once it serves.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+const WORKER: &str = "WSGI_GATEWAY_WORKER";
+const LISTEN_FDS: &str = "WSGI_GATEWAY_LISTEN_FDS";
+const READY_FD: &str = "WSGI_GATEWAY_READY_FD";
+
+/// Exit code of a worker that stopped to be replaced (max_requests, reload): not a crash.
+pub const EXIT_RECYCLE: i32 = 3;
+
+/// What a worker process inherited from its supervisor.
+pub struct WorkerHandoff {
+    /// The worker's slot.
+    pub slot: usize,
+    /// Listening sockets, in `server.bind` order.
+    pub listeners: Vec<std::net::TcpListener>,
+    ready: Option<OwnedFd>,
+}
+
+impl WorkerHandoff {
+    /// The handoff, if this process was started by a supervisor.
+    pub fn from_env() -> Option<Self> {
+        let slot = std::env::var(WORKER).ok()?.parse().ok()?;
+        let listeners = std::env::var(LISTEN_FDS)
+            .ok()?
+            .split(',')
+            .filter_map(|fd| fd.parse::<RawFd>().ok())
+            // SAFETY: the supervisor passed these descriptors to us for our exclusive use.
+            .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
+            .collect();
+        let ready = std::env::var(READY_FD)
+            .ok()
+            .and_then(|fd| fd.parse::<RawFd>().ok())
+            // SAFETY: as above; the write end of the readiness pipe is ours.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        // Children of the worker (subprocesses of the app) must not inherit these.
+        // Called at start-up, before any other thread reads the environment.
+        for name in [WORKER, LISTEN_FDS, READY_FD] {
+            std::env::remove_var(name);
+        }
+        Some(Self {
+            slot,
+            listeners,
+            ready,
+        })
+    }
+
+    /// Tell the supervisor this worker serves.
+    pub fn signal_ready(&mut self) {
+        if let Some(fd) = self.ready.take() {
+            let file = std::fs::File::from(fd);
+            let _ = std::io::Write::write_all(&mut &file, b"R");
+        }
+    }
+}
+
+/// The environment that makes a child process a worker.
+pub fn worker_env(
+    slot: usize,
+    listen_fds: &[RawFd],
+    ready_fd: RawFd,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (WORKER, slot.to_string()),
+        (
+            LISTEN_FDS,
+            listen_fds
+                .iter()
+                .map(|fd| fd.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (READY_FD, ready_fd.to_string()),
+    ]
+}

@@ -1,0 +1,355 @@
+//! The supervisor: binds the listeners, runs `server.workers` worker processes of this
+//! same binary, and keeps them running. No Python runs here.
+//!
+//! - A worker that crashes (segfault, `os._exit`, OOM kill) is replaced after a backoff;
+//!   too many crashes in a short time stop the gateway with a clear message instead of
+//!   spinning.
+//! - SIGHUP: rolling reload. For each worker a new one is started (new code, new
+//!   config) and must report ready before the old one is told to drain. If the new one
+//!   fails (an import error: its traceback is in the log), the reload stops and the
+//!   running workers keep serving.
+//! - SIGTERM/SIGINT: every worker drains (finishes requests in flight within
+//!   `server.graceful_timeout`); stragglers are killed after that, then the supervisor
+//!   exits 0.
+//! - A worker that exits with [`EXIT_RECYCLE`] (max_requests) is replaced at once.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::handoff::{worker_env, EXIT_RECYCLE};
+use crate::config::LoadedConfig;
+use crate::server::BindAddress;
+
+/// Crashes within [`CRASH_WINDOW`] that count as a crash loop.
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(30);
+/// How long a new worker may take to import the app and report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the supervisor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker process could not be started at all.
+    #[error("cannot start a worker process: {0}")]
+    Spawn(std::io::Error),
+    /// The first workers did not come up (the application failed to load).
+    #[error("worker {slot} did not start; its error is in the log")]
+    StartupFailed { slot: usize },
+    /// Workers keep crashing.
+    #[error(
+        "{crashes} worker crashes in {window:?}: stopping instead of restarting them in a loop"
+    )]
+    CrashLoop { crashes: usize, window: Duration },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// One running worker process.
+struct Worker {
+    slot: usize,
+    /// Set once the supervisor has told it to stop: its exit is expected.
+    stopping: bool,
+}
+
+/// A worker that was started and whose readiness is not known yet.
+struct Starting {
+    pid: u32,
+    ready: OwnedFd,
+}
+
+struct Supervisor {
+    listen_fds: Vec<RawFd>,
+    _listeners: Vec<std::net::TcpListener>,
+    workers: HashMap<u32, Worker>,
+    exits: mpsc::UnboundedSender<(u32, ExitStatus)>,
+    exited: mpsc::UnboundedReceiver<(u32, ExitStatus)>,
+    crashes: Vec<Instant>,
+    graceful_timeout: Duration,
+}
+
+/// Bind the listeners, start the workers, and supervise them until SIGTERM/SIGINT.
+pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
+    let config = &loaded.config;
+    let mut listeners = Vec::new();
+    for address in &config.server.bind {
+        let bind_error = |source| SupervisorError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let parsed = BindAddress::parse(address)
+            .map_err(|m| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
+        listeners.extend(parsed.bind(config.server.backlog).map_err(bind_error)?);
+    }
+    let listen_fds: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let (exits, exited) = mpsc::unbounded_channel();
+    let mut supervisor = Supervisor {
+        listen_fds,
+        _listeners: listeners,
+        workers: HashMap::new(),
+        exits,
+        exited,
+        crashes: Vec::new(),
+        graceful_timeout: config.server.graceful_timeout,
+    };
+    let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
+
+    for slot in 0..config.server.workers {
+        let starting = supervisor.spawn(slot)?;
+        if !supervisor.wait_ready(starting).await {
+            supervisor.stop_all().await;
+            return Err(SupervisorError::StartupFailed { slot });
+        }
+    }
+    for listener in &supervisor._listeners {
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(
+                workers = config.server.workers,
+                threads = config.server.threads,
+                "listening on http://{local}"
+            );
+        }
+    }
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received: draining the workers");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received: draining the workers");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received: rolling reload of the workers");
+                supervisor.reload().await;
+            }
+            Some((pid, status)) = supervisor.exited.recv() => {
+                if let Err(error) = supervisor.on_exit(pid, status).await {
+                    supervisor.stop_all().await;
+                    return Err(error);
+                }
+            }
+        }
+    }
+    supervisor.stop_all().await;
+    tracing::info!("all workers stopped; exiting");
+    Ok(())
+}
+
+impl Supervisor {
+    /// Start a worker for `slot`: this binary, same arguments, plus the handoff.
+    fn spawn(&mut self, slot: usize) -> Result<Starting, SupervisorError> {
+        let (read_end, write_end) = pipe().map_err(SupervisorError::Spawn)?;
+        let exe = std::env::current_exe().map_err(SupervisorError::Spawn)?;
+        let mut command = std::process::Command::new(exe);
+        command.args(std::env::args_os().skip(1));
+        let write_fd = write_end.as_raw_fd();
+        for (key, value) in worker_env(slot, &self.listen_fds, write_fd) {
+            command.env(key, value);
+        }
+        let inherited: Vec<RawFd> = self.listen_fds.iter().copied().chain([write_fd]).collect();
+        // SAFETY: between fork and exec only async-signal-safe fcntl calls are made.
+        unsafe {
+            command.pre_exec(move || {
+                for fd in &inherited {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(SupervisorError::Spawn)?;
+        drop(write_end);
+        let pid = child.id().unwrap_or(0);
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                let _ = exits.send((pid, status));
+            }
+        });
+        self.workers.insert(
+            pid,
+            Worker {
+                slot,
+                stopping: false,
+            },
+        );
+        tracing::info!(slot, pid, "worker started");
+        Ok(Starting {
+            pid,
+            ready: read_end,
+        })
+    }
+
+    /// Wait until the worker reports ready; false if it exits or times out first.
+    async fn wait_ready(&mut self, starting: Starting) -> bool {
+        let fd = starting.ready;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut byte = [0u8; 1];
+            let file = std::fs::File::from(fd);
+            std::io::Read::read(&mut &file, &mut byte).unwrap_or(0) == 1
+        });
+        let outcome = tokio::time::timeout(READY_TIMEOUT, read).await;
+        if let Ok(Ok(true)) = outcome {
+            tracing::info!(pid = starting.pid, "worker ready");
+            return true;
+        }
+        if let Some(worker) = self.workers.get_mut(&starting.pid) {
+            worker.stopping = true;
+        }
+        if outcome.is_err() {
+            // Hung while starting: it will not come up.
+            send_signal(starting.pid, libc::SIGKILL);
+        }
+        // Otherwise the pipe closed: the worker is exiting on its own, logging why.
+        false
+    }
+
+    /// Replace every worker, one at a time, new before old.
+    async fn reload(&mut self) {
+        let old: Vec<(u32, usize)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.stopping)
+            .map(|(pid, w)| (*pid, w.slot))
+            .collect();
+        for (old_pid, slot) in old {
+            let starting = match self.spawn(slot) {
+                Ok(starting) => starting,
+                Err(error) => {
+                    tracing::error!("reload stopped: {error}");
+                    return;
+                }
+            };
+            if !self.wait_ready(starting).await {
+                tracing::error!(
+                    "reload failed: the new worker did not start (its error is in the log); \
+                     the running workers keep serving"
+                );
+                return;
+            }
+            if let Some(worker) = self.workers.get_mut(&old_pid) {
+                worker.stopping = true;
+                send_signal(old_pid, libc::SIGTERM);
+            }
+        }
+        tracing::info!("reload complete");
+    }
+
+    /// A worker exited: replace it unless it was told to stop.
+    async fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), SupervisorError> {
+        let Some(worker) = self.workers.remove(&pid) else {
+            return Ok(());
+        };
+        if worker.stopping {
+            tracing::info!(pid, "worker exited after draining");
+            return Ok(());
+        }
+        let recycled = status.code() == Some(EXIT_RECYCLE);
+        if recycled {
+            tracing::info!(
+                pid,
+                slot = worker.slot,
+                "worker recycled; starting its replacement"
+            );
+        } else {
+            let how = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(signal)) => format!("signal {signal}"),
+                _ => "unknown status".to_owned(),
+            };
+            tracing::error!(
+                pid,
+                slot = worker.slot,
+                "worker crashed ({how}); restarting it"
+            );
+            let now = Instant::now();
+            self.crashes
+                .retain(|t| now.duration_since(*t) < CRASH_WINDOW);
+            self.crashes.push(now);
+            if self.crashes.len() >= CRASH_LIMIT {
+                return Err(SupervisorError::CrashLoop {
+                    crashes: self.crashes.len(),
+                    window: CRASH_WINDOW,
+                });
+            }
+            let backoff =
+                Duration::from_millis(100 << (self.crashes.len() - 1)).min(Duration::from_secs(5));
+            tokio::time::sleep(backoff).await;
+        }
+        let starting = self.spawn(worker.slot)?;
+        if !self.wait_ready(starting).await {
+            tracing::error!(slot = worker.slot, "the replacement worker did not start");
+            self.crashes.push(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM every worker, wait for them within the graceful timeout, then kill.
+    async fn stop_all(&mut self) {
+        for (pid, worker) in self.workers.iter_mut() {
+            // One already stopping (draining, or exiting after a failed start) is not
+            // signalled again: a worker that failed to start has no handler yet, and
+            // SIGTERM would kill it before it logs why.
+            if !worker.stopping {
+                worker.stopping = true;
+                send_signal(*pid, libc::SIGTERM);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.graceful_timeout + Duration::from_secs(5);
+        while !self.workers.is_empty() {
+            match tokio::time::timeout_at(deadline, self.exited.recv()).await {
+                Ok(Some((pid, _))) => {
+                    self.workers.remove(&pid);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    for pid in self.workers.keys() {
+                        tracing::warn!(pid, "worker did not stop in time; killing it");
+                        send_signal(*pid, libc::SIGKILL);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn send_signal(pid: u32, signal: i32) {
+    if pid != 0 {
+        // SAFETY: kill(2) on a child of ours.
+        unsafe { libc::kill(pid as i32, signal) };
+    }
+}
+
+/// A pipe whose ends are closed on exec unless cleared for a child.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

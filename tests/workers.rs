@@ -1,0 +1,118 @@
+//! Worker processes under the supervisor: several workers, crash and respawn, rolling
+//! reload on SIGHUP (also when the new code fails), max_requests recycling, crash loops.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{eventually, scratch_dir, GatewayBuilder};
+
+fn pid_of(gateway: &common::Gateway) -> Option<i64> {
+    let response = gateway.get("/pid");
+    (response.status == 200).then(|| response.json()["pid"].as_i64().unwrap())
+}
+
+#[test]
+fn several_workers_serve_and_say_so() {
+    let gateway = GatewayBuilder::new().arg("--workers=2").start();
+    assert_eq!(gateway.get_json("/environ")["wsgi.multiprocess"], true);
+    let mut pids = HashSet::new();
+    // Connections are spread by the kernel; 200 tries see both workers.
+    for _ in 0..200 {
+        pids.extend(pid_of(&gateway));
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(
+        !pids.contains(&(gateway.pid() as i64)),
+        "the supervisor runs no Python"
+    );
+}
+
+#[test]
+fn a_crashed_worker_is_replaced() {
+    let gateway = GatewayBuilder::new().app("contract:crash_app").start();
+    let before = pid_of(&gateway).unwrap();
+    let crashed = gateway.raw(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(crashed.is_empty(), "the worker died mid-request");
+    let after = eventually("a replacement worker", || {
+        pid_of(&gateway).filter(|pid| *pid != before)
+    });
+    assert_ne!(before, after);
+    gateway.wait_for_log("worker crashed (exit code 1); restarting it");
+}
+
+fn reloadable_app(dir: &std::path::Path, version: &str) {
+    std::fs::write(
+        dir.join("reloadable.py"),
+        format!(
+            "import os\n\ndef application(environ, start_response):\n    \
+             start_response('200 OK', [])\n    return [b'{version} ' + str(os.getpid()).encode()]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sighup_reloads_new_code_and_a_broken_reload_keeps_serving() {
+    let dir = scratch_dir("reload");
+    reloadable_app(&dir, "v1");
+    let gateway = GatewayBuilder::new()
+        .cwd(&dir)
+        .app("reloadable")
+        .arg("--workers=2")
+        .start();
+    assert!(gateway.get("/").text().starts_with("v1 "));
+
+    reloadable_app(&dir, "v2");
+    gateway.signal(libc::SIGHUP);
+    gateway.wait_for_log("reload complete");
+    for _ in 0..20 {
+        assert!(
+            gateway.get("/").text().starts_with("v2 "),
+            "every worker runs the new code"
+        );
+    }
+
+    std::fs::write(dir.join("reloadable.py"), "this is not python(\n").unwrap();
+    gateway.signal(libc::SIGHUP);
+    gateway.wait_for_log("reload failed");
+    gateway.wait_for_log("SyntaxError");
+    for _ in 0..20 {
+        let response = gateway.get("/");
+        assert_eq!(response.status, 200);
+        assert!(
+            response.text().starts_with("v2 "),
+            "the old workers keep serving"
+        );
+    }
+}
+
+#[test]
+fn max_requests_recycles_the_worker() {
+    let gateway = GatewayBuilder::new()
+        .config("[server]\nmax_requests = 5\nmax_requests_jitter = 2\n")
+        .start();
+    let first = pid_of(&gateway).unwrap();
+    let later = eventually("a recycled worker", || {
+        pid_of(&gateway).filter(|pid| *pid != first)
+    });
+    assert_ne!(first, later);
+    gateway.wait_for_log("server.max_requests reached");
+    gateway.wait_for_log("worker recycled; starting its replacement");
+}
+
+#[test]
+fn a_crash_loop_stops_the_gateway_with_a_clear_message() {
+    let mut gateway = GatewayBuilder::new().app("crashy").start();
+    let status = gateway.wait_exit();
+    assert!(!status.success());
+    let logs = gateway.logs();
+    assert!(logs.contains("worker crashed (exit code 7)"), "{logs}");
+    assert!(
+        logs.contains("stopping instead of restarting them in a loop"),
+        "{logs}"
+    );
+}
