@@ -203,6 +203,9 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
             format!("must be 1..=1024, got {}", server.threads),
         );
     }
+    if let Err(message) = crate::server::TrustedProxies::parse(&server.forwarded_allow_ips) {
+        return invalid("server.forwarded_allow_ips", message);
+    }
     if server.io_threads == 0 || server.io_threads > 256 {
         return invalid(
             "server.io_threads",

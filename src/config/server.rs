@@ -30,6 +30,11 @@ pub struct ServerConfig {
     /// One is enough for most apps (Python is the bottleneck); raise it when native
     /// layers (compression, TLS, static files) are busy.
     pub io_threads: usize,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Host` headers are
+    /// believed (CIDR blocks or addresses; `"*"` for any). From others they are passed
+    /// through untouched (gunicorn's `forwarded_allow_ips`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub forwarded_allow_ips: Vec<String>,
     /// Pending-connection queue length passed to listen(2) (gunicorn's `backlog`).
     pub backlog: u32,
     /// Serve HTTP/2 over cleartext to clients that start with the HTTP/2 preface.
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             max_requests_jitter: 0,
             threads: 4,
             io_threads: 1,
+            forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
             backlog: 2048,
             http2: true,
             graceful_timeout: Duration::from_secs(30),

@@ -29,6 +29,7 @@ use crate::pipeline::GatewayService;
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
     requests: Arc<super::RequestBudget>,
+    proxies: Arc<super::TrustedProxies>,
     keepalive_timeout: Duration,
     header_timeout: Duration,
 }
@@ -57,9 +58,12 @@ impl ConnectionSettings {
         if !config.server.http2 {
             builder = builder.http1_only();
         }
+        let proxies = super::TrustedProxies::parse(&config.server.forwarded_allow_ips)
+            .expect("validated with the config");
         Self {
             builder,
             requests,
+            proxies: Arc::new(proxies),
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
         }
@@ -81,12 +85,15 @@ pub async fn serve<T>(
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
     let requests = activity.clone();
     let budget = settings.requests.clone();
+    let proxies = settings.proxies.clone();
     // One copy of the pipeline per connection, called in place while it is ready (it
     // always is unless a layer applies backpressure): no clone of the boxed stack per
     // request. hyper calls the service from this connection's task only.
     let service = RefCell::new(service);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (mut parts, body) = request.into_parts();
+        let mut info = info;
+        proxies.apply(&mut info, &mut parts.headers);
         parts.extensions.insert(info);
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();

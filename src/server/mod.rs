@@ -7,6 +7,7 @@
 mod bind;
 mod connection;
 mod error;
+mod forwarded;
 mod framing;
 mod io;
 mod limits;
@@ -20,6 +21,7 @@ use tokio::sync::{watch, Notify};
 pub use bind::BindAddress;
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
+pub use forwarded::TrustedProxies;
 pub use gateway_middleware::ConnectionInfo;
 pub use limits::{RequestLimits, RequestLimitsLayer};
 

@@ -1,0 +1,273 @@
+//! Proxy trust: `Forwarded` and `X-Forwarded-*` from trusted peers only.
+//!
+//! A request from an address in `server.forwarded_allow_ips` may say who the client
+//! is (`Forwarded: for=` or `X-Forwarded-For`), which scheme it used (`proto=` or
+//! `X-Forwarded-Proto`) and which host it asked for (`host=` or `X-Forwarded-Host`).
+//! The client is found by walking the list from the right past addresses that are
+//! themselves trusted (nginx's `real_ip_recursive`). From any other peer these headers
+//! are passed to the application untouched and never trusted.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{header, HeaderMap, HeaderValue};
+
+use super::ConnectionInfo;
+
+/// A CIDR block such as `10.0.0.0/8` or `::1/128`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `"10.0.0.0/8"`, `"192.0.2.7"` (a single address) or `"*"` (everything).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        if text.trim() == "*" {
+            return Ok(vec![
+                Cidr {
+                    network: IpAddr::from([0, 0, 0, 0]),
+                    prefix: 0,
+                },
+                Cidr {
+                    network: IpAddr::from([0u16; 8]),
+                    prefix: 0,
+                },
+            ]);
+        }
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(vec![Cidr { network, prefix }])
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        if self.prefix == 0 {
+            return true;
+        }
+        let shift = bits - u32::from(self.prefix);
+        (a >> shift) == (b >> shift)
+    }
+}
+
+/// The peers whose forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies {
+    blocks: Vec<Cidr>,
+}
+
+impl TrustedProxies {
+    /// Parse `server.forwarded_allow_ips`.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut blocks = Vec::new();
+        for entry in entries {
+            blocks.extend(Cidr::parse_list(entry)?);
+        }
+        Ok(Self { blocks })
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.blocks.iter().any(|block| block.contains(ip))
+    }
+
+    /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
+    /// header. Untrusted peers change nothing.
+    pub fn apply(&self, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
+        let Some(peer) = info.peer else { return };
+        if self.blocks.is_empty() || !self.trusts(peer.ip()) {
+            return;
+        }
+        let facts = forwarded(headers).unwrap_or_else(|| x_forwarded(headers));
+        if let Some(client) = self.client(&facts.chain) {
+            info.peer = Some(client);
+        }
+        match facts
+            .proto
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("https") => info.scheme = "https",
+            Some("http") => info.scheme = "http",
+            _ => {}
+        }
+        if let Some(host) = facts.host.and_then(|h| HeaderValue::try_from(h).ok()) {
+            headers.insert(header::HOST, host);
+        }
+    }
+
+    /// The rightmost address of the chain that is not a trusted proxy.
+    fn client(&self, chain: &[String]) -> Option<SocketAddr> {
+        let parsed: Vec<SocketAddr> = chain.iter().filter_map(|entry| parse_node(entry)).collect();
+        parsed
+            .iter()
+            .rev()
+            .find(|addr| !self.trusts(addr.ip()))
+            .or_else(|| parsed.first())
+            .copied()
+    }
+}
+
+/// What the forwarding headers claim.
+#[derive(Default)]
+struct Facts {
+    chain: Vec<String>,
+    proto: Option<String>,
+    host: Option<String>,
+}
+
+/// RFC 7239 `Forwarded`, if present.
+fn forwarded(headers: &HeaderMap) -> Option<Facts> {
+    let values: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let mut facts = Facts::default();
+    for element in values.iter().flat_map(|v| v.split(',')) {
+        for pair in element.split(';') {
+            let Some((key, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"').to_owned();
+            match key.trim().to_ascii_lowercase().as_str() {
+                "for" => facts.chain.push(value),
+                // The last element is the one our trusted proxy added.
+                "proto" => facts.proto = Some(value),
+                "host" => facts.host = Some(value),
+                _ => {}
+            }
+        }
+    }
+    Some(facts)
+}
+
+/// `X-Forwarded-For`, `-Proto` and `-Host`.
+fn x_forwarded(headers: &HeaderMap) -> Facts {
+    let last = |name: &str| -> Option<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .last()
+            .map(str::to_owned)
+    };
+    Facts {
+        chain: headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect(),
+        proto: last("x-forwarded-proto"),
+        host: last("x-forwarded-host"),
+    }
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]:4711` or `2001:db8::1`; port 0 if absent.
+fn parse_node(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn info(peer: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            peer: Some(peer.parse().unwrap()),
+            local: None,
+            scheme: "http",
+        }
+    }
+
+    #[test]
+    fn trusted_peers_set_client_scheme_and_host() {
+        let proxies = trusted(&["127.0.0.1", "10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7, 10.1.2.3".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        headers.insert("x-forwarded-host", "shop.example".parse().unwrap());
+        let mut info = info("127.0.0.1:5000");
+        proxies.apply(&mut info, &mut headers);
+        assert_eq!(info.peer.unwrap().ip().to_string(), "198.51.100.7");
+        assert_eq!(info.scheme, "https");
+        assert_eq!(headers["host"], "shop.example");
+    }
+
+    #[test]
+    fn forwarded_header_wins_and_untrusted_peers_change_nothing() {
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "forwarded",
+            "for=\"[2001:db8::17]:4711\";proto=https;host=a.example"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("x-forwarded-for", "203.0.113.1".parse().unwrap());
+        let mut trusted_info = info("127.0.0.2:1");
+        proxies.apply(&mut trusted_info, &mut headers.clone());
+        assert_eq!(
+            trusted_info.peer.unwrap().to_string(),
+            "[2001:db8::17]:4711"
+        );
+        let mut untrusted = info("192.0.2.9:1");
+        proxies.apply(&mut untrusted, &mut headers);
+        assert_eq!(untrusted.peer.unwrap().to_string(), "192.0.2.9:1");
+        assert_eq!(untrusted.scheme, "http");
+        assert!(headers.get("host").is_none());
+    }
+
+    #[test]
+    fn cidr_blocks_match_by_prefix() {
+        let block = Cidr::parse_list("10.0.0.0/8").unwrap()[0];
+        assert!(block.contains("10.200.1.1".parse().unwrap()));
+        assert!(!block.contains("11.0.0.1".parse().unwrap()));
+        assert!(block.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse_list("10.0.0.0/33").is_err());
+        assert!(Cidr::parse_list("nonsense").is_err());
+        assert_eq!(Cidr::parse_list("*").unwrap().len(), 2);
+    }
+}
