@@ -63,3 +63,33 @@ fn a_bad_forwarded_allow_ips_entry_is_named() {
         output.stderr
     );
 }
+
+#[test]
+fn serves_on_a_unix_socket_with_its_permissions() {
+    use std::io::{BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::scratch_dir("unix");
+    let socket = dir.join("gateway.sock");
+    let mut gateway = GatewayBuilder::new()
+        .arg(&format!("--bind=unix:{}", socket.display()))
+        .config("[server]\nunix_socket_mode = \"600\"\n")
+        .start();
+    gateway.wait_for_log(&format!("listening on unix:{}", socket.display()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    stream
+        .write_all(b"GET /environ HTTP/1.1\r\nHost: app.local\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let env = common::read_response(&mut BufReader::new(stream), false)
+        .unwrap()
+        .json();
+    assert_eq!(env["HTTP_HOST"], "app.local");
+    assert_eq!(env["SERVER_NAME"], "app.local");
+    // A local proxy on the unix socket is trusted like loopback.
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.5");
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.wait_exit().success());
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}

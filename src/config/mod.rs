@@ -203,6 +203,9 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
             format!("must be 1..=1024, got {}", server.threads),
         );
     }
+    if let Err(message) = server.unix_mode() {
+        return invalid("server.unix_socket_mode", message);
+    }
     if let Err(message) = crate::server::TrustedProxies::parse(&server.forwarded_allow_ips) {
         return invalid("server.forwarded_allow_ips", message);
     }

@@ -10,10 +10,13 @@ use super::units::{duration, one_or_many};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Addresses to listen on: `"HOST:PORT"` (IPv4, `[IPv6]`, or a name that resolves).
-    /// Port 0 asks the OS for a free port; the chosen address is logged.
+    /// Addresses to listen on: `"HOST:PORT"` (IPv4, `[IPv6]`, or a name that resolves)
+    /// or `"unix:/path/to.sock"`. Port 0 asks the OS for a free port; the chosen address
+    /// is logged.
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<String>,
+    /// Permissions of unix socket files, as an octal string (`"660"`: owner and group).
+    pub unix_socket_mode: String,
     /// Worker processes, or `"auto"` for one per core. Each has its own interpreter,
     /// Python thread pool and runtime; a supervisor process restarts them.
     #[serde(deserialize_with = "super::units::worker_count")]
@@ -59,10 +62,26 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// `unix_socket_mode` as a mode number.
+    pub fn unix_mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.unix_socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is not an octal file mode such as \"660\"",
+                    self.unix_socket_mode
+                )
+            })
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             bind: vec!["127.0.0.1:8000".to_owned()],
+            unix_socket_mode: "660".to_owned(),
             workers: 1,
             max_requests: 0,
             max_requests_jitter: 0,

@@ -1,27 +1,96 @@
 //! Listen addresses and the sockets bound to them.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// One `server.bind` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindAddress {
     /// A TCP `host:port`.
     Tcp(String),
+    /// A unix socket path (`unix:/run/app.sock`).
+    Unix(PathBuf),
+}
+
+/// A bound, listening socket, before it is handed to the runtime.
+#[derive(Debug)]
+pub enum BoundListener {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// A unix socket; `path` is set in the process that created the file, which
+    /// removes it when it exits.
+    Unix {
+        /// The socket.
+        listener: std::os::unix::net::UnixListener,
+        /// The socket file.
+        path: Option<PathBuf>,
+    },
+}
+
+impl BoundListener {
+    /// The descriptor, to hand to a worker.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            BoundListener::Tcp(listener) => listener.as_raw_fd(),
+            BoundListener::Unix { listener, .. } => listener.as_raw_fd(),
+        }
+    }
+
+    /// `"tcp"` or `"unix"`, for the handoff.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BoundListener::Tcp(_) => "tcp",
+            BoundListener::Unix { .. } => "unix",
+        }
+    }
+
+    /// The socket file this process created, to remove when it exits.
+    pub fn created_file(&self) -> Option<&Path> {
+        match self {
+            BoundListener::Unix {
+                path: Some(path), ..
+            } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// `http://127.0.0.1:8000` or `unix:/run/app.sock`, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            BoundListener::Tcp(listener) => listener
+                .local_addr()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_else(|_| "tcp".into()),
+            BoundListener::Unix { listener, path } => {
+                let from_socket = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+                format!(
+                    "unix:{}",
+                    path.clone().or(from_socket).unwrap_or_default().display()
+                )
+            }
+        }
+    }
 }
 
 impl BindAddress {
     /// Check the shape of a bind string without resolving it.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.starts_with("unix:") {
-            return Err(format!(
-                "{text:?}: unix socket listeners are not supported by this build; use HOST:PORT"
-            ));
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("{text:?} names no socket path"));
+            }
+            return Ok(BindAddress::Unix(PathBuf::from(path)));
         }
         let (host, port) = text
             .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+            .ok_or_else(|| format!("{text:?} is not HOST:PORT or unix:PATH"))?;
         if host.is_empty() {
             return Err(format!(
                 "{text:?} has no host; use 0.0.0.0:PORT or [::]:PORT"
@@ -32,29 +101,53 @@ impl BindAddress {
         Ok(BindAddress::Tcp(text.to_owned()))
     }
 
-    /// Bind a listening socket (SO_REUSEADDR, non-blocking, `backlog` pending
-    /// connections) for every address the entry resolves to.
-    pub fn bind(&self, backlog: u32) -> std::io::Result<Vec<std::net::TcpListener>> {
-        let BindAddress::Tcp(text) = self;
-        let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
-        let mut listeners = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            let socket = Socket::new(
-                Domain::for_address(address),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )?;
-            socket.set_reuse_address(true)?;
-            if address.is_ipv6() {
-                socket.set_only_v6(true)?;
+    /// Bind listening sockets (`backlog` pending connections) for this entry: one per
+    /// address a TCP name resolves to, or the unix socket (a stale socket file is
+    /// replaced; the file gets `unix_mode`).
+    pub fn bind(&self, backlog: u32, unix_mode: u32) -> std::io::Result<Vec<BoundListener>> {
+        let backlog = backlog.min(i32::MAX as u32) as i32;
+        match self {
+            BindAddress::Tcp(text) => {
+                let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
+                let mut listeners = Vec::with_capacity(addresses.len());
+                for address in addresses {
+                    let socket = Socket::new(
+                        Domain::for_address(address),
+                        Type::STREAM,
+                        Some(Protocol::TCP),
+                    )?;
+                    socket.set_reuse_address(true)?;
+                    if address.is_ipv6() {
+                        socket.set_only_v6(true)?;
+                    }
+                    socket
+                        .bind(&address.into())
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("{address}: {e}")))?;
+                    socket.listen(backlog)?;
+                    listeners.push(BoundListener::Tcp(socket.into()));
+                }
+                Ok(listeners)
             }
-            socket.set_nonblocking(true)?;
-            socket
-                .bind(&address.into())
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{address}: {e}")))?;
-            socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-            listeners.push(socket.into());
+            BindAddress::Unix(path) => {
+                if let Ok(metadata) = std::fs::symlink_metadata(path) {
+                    if metadata.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    } else {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("{} exists and is not a socket", path.display()),
+                        ));
+                    }
+                }
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                socket.bind(&SockAddr::unix(path)?)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+                socket.listen(backlog)?;
+                Ok(vec![BoundListener::Unix {
+                    listener: socket.into(),
+                    path: Some(path.clone()),
+                }])
+            }
         }
-        Ok(listeners)
     }
 }

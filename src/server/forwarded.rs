@@ -97,8 +97,9 @@ impl TrustedProxies {
     /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
     /// header. Untrusted peers change nothing.
     pub fn apply(&self, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
-        let Some(peer) = info.peer else { return };
-        if self.blocks.is_empty() || !self.trusts(peer.ip()) {
+        // A unix socket peer is on this machine: trusted as loopback is.
+        let peer_ip = info.peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.ip());
+        if self.blocks.is_empty() || !self.trusts(peer_ip) {
             return;
         }
         let facts = forwarded(headers).unwrap_or_else(|| x_forwarded(headers));

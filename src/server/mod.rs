@@ -15,10 +15,10 @@ mod limits;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 
-pub use bind::BindAddress;
+pub use bind::{BindAddress, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
 pub use forwarded::TrustedProxies;
@@ -59,43 +59,27 @@ pub async fn run(
         .expect("application loading panicked")?;
     let service = pipeline::build(config, &plan.outer, app);
 
-    let mut listeners = Vec::new();
-    let inherited = handoff.as_mut().map(|h| std::mem::take(&mut h.listeners));
-    for listener in inherited.unwrap_or_default() {
-        let bound = listener
-            .set_nonblocking(true)
-            .and_then(|()| TcpListener::from_std(listener))
-            .map_err(|source| ServerError::Bind {
-                address: "inherited listener".into(),
-                source,
-            })?;
-        listeners.push(bound);
-    }
-    let bind_here = if handoff.is_some() {
-        &[][..]
-    } else {
-        &config.server.bind[..]
+    let mut bound: Vec<BoundListener> = match handoff.as_mut() {
+        Some(handoff) => std::mem::take(&mut handoff.listeners),
+        None => Vec::new(),
     };
-    for address in bind_here {
-        let parsed = BindAddress::parse(address).map_err(|message| ServerError::Bind {
-            address: address.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-        })?;
-        let bound = parsed
-            .bind(config.server.backlog)
-            .and_then(|sockets| {
-                sockets
-                    .into_iter()
-                    .map(TcpListener::from_std)
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(|source| ServerError::Bind {
+    if handoff.is_none() {
+        for address in &config.server.bind {
+            let bind_error = |source| ServerError::Bind {
                 address: address.clone(),
                 source,
+            };
+            let parsed = BindAddress::parse(address).map_err(|m| {
+                bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
             })?;
-        listeners.extend(bound);
+            let mode = config.server.unix_mode().unwrap_or(0o660);
+            bound.extend(
+                parsed
+                    .bind(config.server.backlog, mode)
+                    .map_err(bind_error)?,
+            );
+        }
     }
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
     let recycle = Arc::new(RequestBudget::new(
@@ -103,15 +87,22 @@ pub async fn run(
         config.server.max_requests_jitter,
     ));
     let settings = ConnectionSettings::new(config, recycle.clone());
-    for listener in listeners {
-        let local = listener.local_addr().ok();
-        if let (Some(local), None) = (local, &handoff) {
+    // Sockets this process created (not inherited) are removed when it exits.
+    let mut owned_sockets = Vec::new();
+    for listener in bound {
+        if handoff.is_none() {
             tracing::info!(
                 workers = config.server.workers,
                 threads = config.server.threads,
-                "listening on http://{local}"
+                "listening on {}",
+                listener.describe()
             );
         }
+        let listener =
+            into_runtime(listener, &mut owned_sockets).map_err(|source| ServerError::Bind {
+                address: "listener".into(),
+                source,
+            })?;
         tokio::spawn(accept_loop(
             listener,
             service.clone(),
@@ -160,6 +151,9 @@ pub async fn run(
     tokio::task::spawn_blocking(wsgi::run_exit_handlers)
         .await
         .expect("atexit handlers panicked");
+    for path in owned_sockets {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(stopped)
 }
 
@@ -207,20 +201,53 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
     }
 }
 
+/// A listener on the runtime.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Move a bound socket onto the runtime; unix socket files this process created are
+/// recorded in `owned` for removal at exit.
+fn into_runtime(
+    listener: BoundListener,
+    owned: &mut Vec<std::path::PathBuf>,
+) -> std::io::Result<Listener> {
+    match listener {
+        BoundListener::Tcp(tcp) => {
+            tcp.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(tcp)?))
+        }
+        BoundListener::Unix { listener, path } => {
+            owned.extend(path);
+            listener.set_nonblocking(true)?;
+            Ok(Listener::Unix(UnixListener::from_std(listener)?))
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     service: pipeline::GatewayService,
     settings: ConnectionSettings,
     mut stop: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,
 ) {
-    let local = listener.local_addr().ok();
+    let local = match &listener {
+        Listener::Tcp(tcp) => tcp.local_addr().ok(),
+        Listener::Unix(_) => None,
+    };
     loop {
+        let info = ConnectionInfo {
+            peer: None,
+            local,
+            scheme: "http",
+        };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, info) => accepted,
             _ = stop.changed() => return,
         };
-        let (stream, peer) = match accepted {
+        let (stream, info) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -229,24 +256,43 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo {
-            peer: Some(peer),
-            local,
-            scheme: "http",
-        };
         let open = connections.opened();
-        let serve = connection::serve(
-            stream,
-            info,
-            service.clone(),
-            settings.clone(),
-            stop.clone(),
-        );
+        let (service, settings, stop) = (service.clone(), settings.clone(), stop.clone());
         tokio::spawn(async move {
-            serve.await;
+            match stream {
+                Accepted::Tcp(stream) => {
+                    connection::serve(stream, info, service, settings, stop).await
+                }
+                Accepted::Unix(stream) => {
+                    connection::serve(stream, info, service, settings, stop).await
+                }
+            }
             drop(open);
         });
+    }
+}
+
+/// An accepted connection.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(
+    listener: &Listener,
+    mut info: ConnectionInfo,
+) -> std::io::Result<(Accepted, ConnectionInfo)> {
+    match listener {
+        Listener::Tcp(tcp) => {
+            let (stream, peer) = tcp.accept().await?;
+            let _ = stream.set_nodelay(true);
+            info.peer = Some(peer);
+            Ok((Accepted::Tcp(stream), info))
+        }
+        Listener::Unix(unix) => {
+            let (stream, _) = unix.accept().await?;
+            Ok((Accepted::Unix(stream), info))
+        }
     }
 }
 

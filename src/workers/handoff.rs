@@ -4,10 +4,12 @@
 //! connection is lost when a worker exits) and starts each worker as the same binary
 //! with the same arguments, plus these environment variables:
 //! - `WSGI_GATEWAY_WORKER`: the worker's slot number;
-//! - `WSGI_GATEWAY_LISTEN_FDS`: comma-separated inherited listener descriptors;
+//! - `WSGI_GATEWAY_LISTEN_FDS`: inherited listener descriptors, `3:tcp,4:unix`;
 //! - `WSGI_GATEWAY_READY_FD`: a pipe the worker writes one byte to once it serves.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::server::BoundListener;
 
 const WORKER: &str = "WSGI_GATEWAY_WORKER";
 const LISTEN_FDS: &str = "WSGI_GATEWAY_LISTEN_FDS";
@@ -21,7 +23,7 @@ pub struct WorkerHandoff {
     /// The worker's slot.
     pub slot: usize,
     /// Listening sockets, in `server.bind` order.
-    pub listeners: Vec<std::net::TcpListener>,
+    pub listeners: Vec<BoundListener>,
     ready: Option<OwnedFd>,
 }
 
@@ -32,9 +34,20 @@ impl WorkerHandoff {
         let listeners = std::env::var(LISTEN_FDS)
             .ok()?
             .split(',')
-            .filter_map(|fd| fd.parse::<RawFd>().ok())
-            // SAFETY: the supervisor passed these descriptors to us for our exclusive use.
-            .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
+            .filter_map(|entry| {
+                let (fd, kind) = entry.split_once(':')?;
+                let fd = fd.parse::<RawFd>().ok()?;
+                // SAFETY: the supervisor passed these descriptors to us for our use.
+                Some(unsafe {
+                    match kind {
+                        "unix" => BoundListener::Unix {
+                            listener: std::os::unix::net::UnixListener::from_raw_fd(fd),
+                            path: None,
+                        },
+                        _ => BoundListener::Tcp(std::net::TcpListener::from_raw_fd(fd)),
+                    }
+                })
+            })
             .collect();
         let ready = std::env::var(READY_FD)
             .ok()
@@ -65,19 +78,17 @@ impl WorkerHandoff {
 /// The environment that makes a child process a worker.
 pub fn worker_env(
     slot: usize,
-    listen_fds: &[RawFd],
+    listeners: &[BoundListener],
     ready_fd: RawFd,
 ) -> Vec<(&'static str, String)> {
+    let fds = listeners
+        .iter()
+        .map(|l| format!("{}:{}", l.raw_fd(), l.kind()))
+        .collect::<Vec<_>>()
+        .join(",");
     vec![
         (WORKER, slot.to_string()),
-        (
-            LISTEN_FDS,
-            listen_fds
-                .iter()
-                .map(|fd| fd.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        (LISTEN_FDS, fds),
         (READY_FD, ready_fd.to_string()),
     ]
 }

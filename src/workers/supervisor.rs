@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
-use crate::server::BindAddress;
+use crate::server::{BindAddress, BoundListener};
 
 /// Crashes within [`CRASH_WINDOW`] that count as a crash loop.
 const CRASH_LIMIT: usize = 5;
@@ -72,8 +72,7 @@ struct Starting {
 }
 
 struct Supervisor {
-    listen_fds: Vec<RawFd>,
-    _listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<BoundListener>,
     workers: HashMap<u32, Worker>,
     exits: mpsc::UnboundedSender<(u32, ExitStatus)>,
     exited: mpsc::UnboundedReceiver<(u32, ExitStatus)>,
@@ -92,13 +91,16 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         };
         let parsed = BindAddress::parse(address)
             .map_err(|m| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        listeners.extend(parsed.bind(config.server.backlog).map_err(bind_error)?);
+        let mode = config.server.unix_mode().unwrap_or(0o660);
+        listeners.extend(
+            parsed
+                .bind(config.server.backlog, mode)
+                .map_err(bind_error)?,
+        );
     }
-    let listen_fds: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
     let (exits, exited) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
-        listen_fds,
-        _listeners: listeners,
+        listeners,
         workers: HashMap::new(),
         exits,
         exited,
@@ -116,14 +118,13 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
             return Err(SupervisorError::StartupFailed { slot });
         }
     }
-    for listener in &supervisor._listeners {
-        if let Ok(local) = listener.local_addr() {
-            tracing::info!(
-                workers = config.server.workers,
-                threads = config.server.threads,
-                "listening on http://{local}"
-            );
-        }
+    for listener in &supervisor.listeners {
+        tracing::info!(
+            workers = config.server.workers,
+            threads = config.server.threads,
+            "listening on {}",
+            listener.describe()
+        );
     }
 
     loop {
@@ -149,6 +150,11 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         }
     }
     supervisor.stop_all().await;
+    for listener in &supervisor.listeners {
+        if let Some(path) = listener.created_file() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     tracing::info!("all workers stopped; exiting");
     Ok(())
 }
@@ -161,10 +167,15 @@ impl Supervisor {
         let mut command = std::process::Command::new(exe);
         command.args(std::env::args_os().skip(1));
         let write_fd = write_end.as_raw_fd();
-        for (key, value) in worker_env(slot, &self.listen_fds, write_fd) {
+        for (key, value) in worker_env(slot, &self.listeners, write_fd) {
             command.env(key, value);
         }
-        let inherited: Vec<RawFd> = self.listen_fds.iter().copied().chain([write_fd]).collect();
+        let inherited: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(BoundListener::raw_fd)
+            .chain([write_fd])
+            .collect();
         // SAFETY: between fork and exec only async-signal-safe fcntl calls are made.
         unsafe {
             command.pre_exec(move || {
