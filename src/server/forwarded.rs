@@ -179,8 +179,7 @@ fn x_forwarded(headers: &HeaderMap) -> Facts {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .last()
+            .rfind(|v| !v.is_empty())
             .map(str::to_owned)
     };
     Facts {
