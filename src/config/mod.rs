@@ -26,7 +26,7 @@ pub use middleware::{
     AccessLogConfig, AuthConfig, AuthScheme, CompressionConfig, HeaderRules, HeadersConfig,
     MiddlewareConfig, PythonConfig, StaticConfig,
 };
-pub use server::ServerConfig;
+pub use server::{ServerConfig, TlsConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};
 
 /// The whole configuration of one gateway.
@@ -202,6 +202,23 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
             "server.threads",
             format!("must be 1..=1024, got {}", server.threads),
         );
+    }
+    if let Some(tls) = &server.tls {
+        for address in &tls.bind {
+            match crate::server::BindAddress::parse(address) {
+                Ok(crate::server::BindAddress::Tcp(_)) => {}
+                Ok(_) => {
+                    return invalid(
+                        "server.tls.bind",
+                        format!("{address:?}: TLS listens on HOST:PORT"),
+                    )
+                }
+                Err(message) => return invalid("server.tls.bind", message),
+            }
+        }
+        if let Err(error) = crate::server::tls::acceptor(tls, server.http2) {
+            return invalid("server.tls", error.to_string());
+        }
     }
     if let Err(message) = server.unix_mode() {
         return invalid("server.unix_socket_mode", message);

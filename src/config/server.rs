@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::units::{duration, one_or_many};
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     /// raises (and a pre-read small body gets 408).
     #[serde(with = "duration")]
     pub read_timeout: Duration,
+    /// TLS listeners, if any.
+    pub tls: Option<TlsConfig>,
     /// How long a response may wait for a slow client to accept more bytes before the
     /// connection is dropped and the application's iterable is closed.
     #[serde(with = "duration")]
@@ -95,6 +98,24 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
+}
+
+/// `[server.tls]`: listeners that speak TLS.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `"HOST:PORT"` listeners that speak TLS (in addition to `server.bind`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<String>,
+    /// PEM certificate chain, leaf first (relative to the config file).
+    pub cert: RelativePathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: RelativePathBuf,
+    /// PEM CA certificates: when set, clients must present a certificate signed by one
+    /// (mutual TLS); its subject reaches the app as `SSL_CLIENT_S_DN`.
+    #[serde(default)]
+    pub client_ca: Option<RelativePathBuf>,
 }

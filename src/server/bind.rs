@@ -21,6 +21,8 @@ pub enum BindAddress {
 pub enum BoundListener {
     /// TCP.
     Tcp(std::net::TcpListener),
+    /// TCP that speaks TLS (`server.tls.bind`).
+    Tls(std::net::TcpListener),
     /// A unix socket; `path` is set in the process that created the file, which
     /// removes it when it exits.
     Unix {
@@ -35,7 +37,7 @@ impl BoundListener {
     /// The descriptor, to hand to a worker.
     pub fn raw_fd(&self) -> RawFd {
         match self {
-            BoundListener::Tcp(listener) => listener.as_raw_fd(),
+            BoundListener::Tcp(listener) | BoundListener::Tls(listener) => listener.as_raw_fd(),
             BoundListener::Unix { listener, .. } => listener.as_raw_fd(),
         }
     }
@@ -44,6 +46,7 @@ impl BoundListener {
     pub fn kind(&self) -> &'static str {
         match self {
             BoundListener::Tcp(_) => "tcp",
+            BoundListener::Tls(_) => "tls",
             BoundListener::Unix { .. } => "unix",
         }
     }
@@ -65,6 +68,10 @@ impl BoundListener {
                 .local_addr()
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_else(|_| "tcp".into()),
+            BoundListener::Tls(listener) => listener
+                .local_addr()
+                .map(|a| format!("https://{a}"))
+                .unwrap_or_else(|_| "tls".into()),
             BoundListener::Unix { listener, path } => {
                 let from_socket = listener
                     .local_addr()
@@ -150,4 +157,31 @@ impl BindAddress {
             }
         }
     }
+}
+
+/// Bind every listener the configuration names: `server.bind`, then
+/// `server.tls.bind`. On failure, the address that failed and why.
+pub fn bind_all(
+    server: &crate::config::ServerConfig,
+) -> Result<Vec<BoundListener>, (String, std::io::Error)> {
+    let mode = server.unix_mode().unwrap_or(0o660);
+    let plain = server.bind.iter().map(|a| (a, false));
+    let tls = server
+        .tls
+        .iter()
+        .flat_map(|t| t.bind.iter())
+        .map(|a| (a, true));
+    let mut listeners = Vec::new();
+    for (address, is_tls) in plain.chain(tls) {
+        let fail = |error: std::io::Error| (address.clone(), error);
+        let parsed = BindAddress::parse(address)
+            .map_err(|m| fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
+        for listener in parsed.bind(server.backlog, mode).map_err(fail)? {
+            listeners.push(match listener {
+                BoundListener::Tcp(tcp) if is_tls => BoundListener::Tls(tcp),
+                other => other,
+            });
+        }
+    }
+    Ok(listeners)
 }

@@ -35,6 +35,12 @@ pub struct ConnectionSettings {
 }
 
 impl ConnectionSettings {
+    /// How long a client may take to send a request head (and to finish a TLS
+    /// handshake).
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
+    }
+
     /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
     pub fn new(config: &GatewayConfig, requests: Arc<super::RequestBudget>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -75,6 +81,7 @@ impl ConnectionSettings {
 pub async fn serve<T>(
     stream: T,
     info: ConnectionInfo,
+    tls: Option<super::tls::TlsSession>,
     service: GatewayService,
     settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -86,6 +93,7 @@ pub async fn serve<T>(
     let requests = activity.clone();
     let budget = settings.requests.clone();
     let proxies = settings.proxies.clone();
+    let tls = tls.map(Arc::new);
     // One copy of the pipeline per connection, called in place while it is ready (it
     // always is unless a layer applies backpressure): no clone of the boxed stack per
     // request. hyper calls the service from this connection's task only.
@@ -95,6 +103,9 @@ pub async fn serve<T>(
         let mut info = info;
         proxies.apply(&mut info, &mut parts.headers);
         parts.extensions.insert(info);
+        if let Some(tls) = &tls {
+            parts.extensions.insert(tls.clone());
+        }
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         budget.count();

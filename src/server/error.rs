@@ -16,6 +16,9 @@ pub enum ServerError {
     /// A middleware entry could not be built.
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

@@ -11,6 +11,7 @@ mod forwarded;
 mod framing;
 mod io;
 mod limits;
+pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 
-pub use bind::{BindAddress, BoundListener};
+pub use bind::{bind_all, BindAddress, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
 pub use forwarded::TrustedProxies;
@@ -64,22 +65,13 @@ pub async fn run(
         None => Vec::new(),
     };
     if handoff.is_none() {
-        for address in &config.server.bind {
-            let bind_error = |source| ServerError::Bind {
-                address: address.clone(),
-                source,
-            };
-            let parsed = BindAddress::parse(address).map_err(|m| {
-                bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
-            })?;
-            let mode = config.server.unix_mode().unwrap_or(0o660);
-            bound.extend(
-                parsed
-                    .bind(config.server.backlog, mode)
-                    .map_err(bind_error)?,
-            );
-        }
+        bound = bind_all(&config.server)
+            .map_err(|(address, source)| ServerError::Bind { address, source })?;
     }
+    let tls = match &config.server.tls {
+        Some(tls) => Some(tls::acceptor(tls, config.server.http2)?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
     let recycle = Arc::new(RequestBudget::new(
@@ -99,9 +91,11 @@ pub async fn run(
             );
         }
         let listener =
-            into_runtime(listener, &mut owned_sockets).map_err(|source| ServerError::Bind {
-                address: "listener".into(),
-                source,
+            into_runtime(listener, tls.as_ref(), &mut owned_sockets).map_err(|source| {
+                ServerError::Bind {
+                    address: "listener".into(),
+                    source,
+                }
             })?;
         tokio::spawn(accept_loop(
             listener,
@@ -204,6 +198,7 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
 /// A listener on the runtime.
 enum Listener {
     Tcp(TcpListener),
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
     Unix(UnixListener),
 }
 
@@ -211,12 +206,23 @@ enum Listener {
 /// recorded in `owned` for removal at exit.
 fn into_runtime(
     listener: BoundListener,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
     owned: &mut Vec<std::path::PathBuf>,
 ) -> std::io::Result<Listener> {
     match listener {
         BoundListener::Tcp(tcp) => {
             tcp.set_nonblocking(true)?;
             Ok(Listener::Tcp(TcpListener::from_std(tcp)?))
+        }
+        BoundListener::Tls(tcp) => {
+            let acceptor = tls.cloned().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a TLS listener without [server.tls]",
+                )
+            })?;
+            tcp.set_nonblocking(true)?;
+            Ok(Listener::Tls(TcpListener::from_std(tcp)?, acceptor))
         }
         BoundListener::Unix { listener, path } => {
             owned.extend(path);
@@ -234,7 +240,7 @@ async fn accept_loop(
     connections: Arc<ConnectionCount>,
 ) {
     let local = match &listener {
-        Listener::Tcp(tcp) => tcp.local_addr().ok(),
+        Listener::Tcp(tcp) | Listener::Tls(tcp, _) => tcp.local_addr().ok(),
         Listener::Unix(_) => None,
     };
     loop {
@@ -261,10 +267,32 @@ async fn accept_loop(
         tokio::spawn(async move {
             match stream {
                 Accepted::Tcp(stream) => {
-                    connection::serve(stream, info, service, settings, stop).await
+                    connection::serve(stream, info, None, service, settings, stop).await
                 }
                 Accepted::Unix(stream) => {
-                    connection::serve(stream, info, service, settings, stop).await
+                    connection::serve(stream, info, None, service, settings, stop).await
+                }
+                Accepted::Tls(stream, acceptor) => {
+                    // The handshake runs here, not in the accept loop, and is bounded
+                    // like a request head.
+                    let handshake =
+                        tokio::time::timeout(settings.header_timeout(), acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let session = tls::session(&stream);
+                            let info = ConnectionInfo {
+                                scheme: "https",
+                                ..info
+                            };
+                            connection::serve(stream, info, Some(session), service, settings, stop)
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(peer = ?info.peer, "TLS handshake failed: {error}")
+                        }
+                        Err(_) => tracing::debug!(peer = ?info.peer, "TLS handshake timed out"),
+                    }
                 }
             }
             drop(open);
@@ -275,6 +303,7 @@ async fn accept_loop(
 /// An accepted connection.
 enum Accepted {
     Tcp(tokio::net::TcpStream),
+    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixStream),
 }
 
@@ -288,6 +317,12 @@ async fn accept(
             let _ = stream.set_nodelay(true);
             info.peer = Some(peer);
             Ok((Accepted::Tcp(stream), info))
+        }
+        Listener::Tls(tcp, acceptor) => {
+            let (stream, peer) = tcp.accept().await?;
+            let _ = stream.set_nodelay(true);
+            info.peer = Some(peer);
+            Ok((Accepted::Tls(stream, acceptor.clone()), info))
         }
         Listener::Unix(unix) => {
             let (stream, _) = unix.accept().await?;

@@ -44,6 +44,7 @@ impl WorkerHandoff {
                             listener: std::os::unix::net::UnixListener::from_raw_fd(fd),
                             path: None,
                         },
+                        "tls" => BoundListener::Tls(std::net::TcpListener::from_raw_fd(fd)),
                         _ => BoundListener::Tcp(std::net::TcpListener::from_raw_fd(fd)),
                     }
                 })

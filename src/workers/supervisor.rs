@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
-use crate::server::{BindAddress, BoundListener};
+use crate::server::BoundListener;
 
 /// Crashes within [`CRASH_WINDOW`] that count as a crash loop.
 const CRASH_LIMIT: usize = 5;
@@ -83,21 +83,8 @@ struct Supervisor {
 /// Bind the listeners, start the workers, and supervise them until SIGTERM/SIGINT.
 pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
     let config = &loaded.config;
-    let mut listeners = Vec::new();
-    for address in &config.server.bind {
-        let bind_error = |source| SupervisorError::Bind {
-            address: address.clone(),
-            source,
-        };
-        let parsed = BindAddress::parse(address)
-            .map_err(|m| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        let mode = config.server.unix_mode().unwrap_or(0o660);
-        listeners.extend(
-            parsed
-                .bind(config.server.backlog, mode)
-                .map_err(bind_error)?,
-        );
-    }
+    let listeners = crate::server::bind_all(&config.server)
+        .map_err(|(address, source)| SupervisorError::Bind { address, source })?;
     let (exits, exited) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
         listeners,

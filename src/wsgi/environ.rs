@@ -31,6 +31,8 @@ pub struct RequestHead {
     pub scheme: &'static str,
     /// The user an auth layer authenticated (`REMOTE_USER`).
     pub remote_user: Option<String>,
+    /// The verified TLS client certificate's subject (`SSL_CLIENT_S_DN`).
+    pub client_subject: Option<String>,
 }
 
 /// Static facts about the deployment that go into every environ.
@@ -70,6 +72,9 @@ interned_keys! {
     remote_addr = "REMOTE_ADDR",
     remote_port = "REMOTE_PORT",
     remote_user = "REMOTE_USER",
+    https = "HTTPS",
+    ssl_client_s_dn = "SSL_CLIENT_S_DN",
+    ssl_client_verify = "SSL_CLIENT_VERIFY",
     http_host = "HTTP_HOST",
     url_scheme = "wsgi.url_scheme",
     input = "wsgi.input",
@@ -236,6 +241,13 @@ impl EnvironBuilder {
         if let Some(peer) = head.peer {
             environ.set_item(keys.remote_addr.bind(py), peer.ip().to_string())?;
             environ.set_item(keys.remote_port.bind(py), peer.port().to_string())?;
+        }
+        if head.scheme == "https" {
+            environ.set_item(keys.https.bind(py), "on")?;
+        }
+        if let Some(subject) = &head.client_subject {
+            environ.set_item(keys.ssl_client_s_dn.bind(py), subject.as_str())?;
+            environ.set_item(keys.ssl_client_verify.bind(py), "SUCCESS")?;
         }
         if let Some(user) = &head.remote_user {
             environ.set_item(keys.remote_user.bind(py), user.as_str())?;

@@ -93,6 +93,10 @@ impl Inner {
             local: info.and_then(|i| i.local),
             scheme: info.map_or("http", |i| i.scheme),
             remote_user,
+            client_subject: parts
+                .extensions
+                .get::<Arc<crate::server::tls::TlsSession>>()
+                .and_then(|tls| tls.client_subject.clone()),
         };
         let (reply, response) = oneshot::channel();
         if self.pool.submit(Job { head, input, reply }).is_err() {
