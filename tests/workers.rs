@@ -116,3 +116,29 @@ fn a_crash_loop_stops_the_gateway_with_a_clear_message() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_request_past_the_timeout_gets_504_and_its_worker_is_replaced() {
+    let gateway = GatewayBuilder::new()
+        .config("[server]\ntimeout = \"1s\"\nthreads = 2\n")
+        .start();
+    let before = pid_of(&gateway).unwrap();
+    let response = gateway.get("/sleep?s=5");
+    assert_eq!(response.status, 504);
+    gateway.wait_for_log("no response after server.timeout");
+    gateway.wait_for_log("GET /sleep?s=5");
+    let after = eventually("a replacement worker", || {
+        pid_of(&gateway).filter(|pid| *pid != before)
+    });
+    assert_ne!(before, after);
+    gateway.wait_for_log("worker recycled; starting its replacement");
+}
+
+#[test]
+fn a_worker_over_max_rss_is_recycled() {
+    let gateway = GatewayBuilder::new()
+        .config("[server]\nmax_rss = \"1MiB\"\n")
+        .start();
+    gateway.wait_for_log("server.max_rss exceeded");
+    gateway.wait_for_log("worker recycled; starting its replacement");
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
-use super::units::{duration, one_or_many};
+use super::units::{duration, one_or_many, ByteSize};
 
 /// How the gateway listens and how long it waits.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,13 @@ pub struct ServerConfig {
     /// Add a random 0..=jitter to `max_requests` per worker, so workers do not all
     /// recycle at once.
     pub max_requests_jitter: u64,
+    /// Recycle a worker whose resident memory grows past this (0: never).
+    pub max_rss: ByteSize,
+    /// A request whose response has not started after this long gets 504, and its
+    /// worker is recycled, since a Python thread cannot be interrupted (gunicorn's
+    /// `timeout`). 0 disables it.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
     /// Python threads per worker: how many requests run application code at once.
     pub threads: usize,
     /// Threads of the async runtime that run I/O and the native layers, per worker.
@@ -88,6 +95,8 @@ impl Default for ServerConfig {
             workers: 1,
             max_requests: 0,
             max_requests_jitter: 0,
+            max_rss: ByteSize(0),
+            timeout: Duration::from_secs(60),
             threads: 4,
             io_threads: 1,
             forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],

@@ -28,7 +28,7 @@ use crate::pipeline::GatewayService;
 #[derive(Clone)]
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
-    requests: Arc<super::RequestBudget>,
+    requests: Arc<super::Recycle>,
     proxies: Arc<super::TrustedProxies>,
     keepalive_timeout: Duration,
     header_timeout: Duration,
@@ -42,7 +42,7 @@ impl ConnectionSettings {
     }
 
     /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
-    pub fn new(config: &GatewayConfig, requests: Arc<super::RequestBudget>) -> Self {
+    pub fn new(config: &GatewayConfig, requests: Arc<super::Recycle>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

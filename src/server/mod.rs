@@ -11,6 +11,7 @@ mod forwarded;
 mod framing;
 mod io;
 mod limits;
+mod recycle;
 pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ pub use error::ServerError;
 pub use forwarded::TrustedProxies;
 pub use gateway_middleware::ConnectionInfo;
 pub use limits::{RequestLimits, RequestLimitsLayer};
+pub use recycle::Recycle;
 
 use crate::config::LoadedConfig;
 use crate::pipeline;
@@ -58,6 +60,16 @@ pub async fn run(
     let app = tokio::task::spawn_blocking(move || wsgi::load(&app_settings, &stages, runtime))
         .await
         .expect("application loading panicked")?;
+    let recycle = Arc::new(Recycle::new(
+        config.server.max_requests,
+        config.server.max_requests_jitter,
+    ));
+    recycle.clone().watch_rss(config.server.max_rss.0);
+    let on_timeout = recycle.clone();
+    let app = app.with_timeout(
+        config.server.timeout,
+        Arc::new(move |line| on_timeout.trigger(format!("request timed out: {line}"))),
+    );
     let service = pipeline::build(config, &plan.outer, app);
 
     let mut bound: Vec<BoundListener> = match handoff.as_mut() {
@@ -74,10 +86,6 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
-    let recycle = Arc::new(RequestBudget::new(
-        config.server.max_requests,
-        config.server.max_requests_jitter,
-    ));
     let settings = ConnectionSettings::new(config, recycle.clone());
     // Sockets this process created (not inherited) are removed when it exits.
     let mut owned_sockets = Vec::new();
@@ -119,11 +127,8 @@ pub async fn run(
             result?;
             Stopped::Signal
         }
-        () = recycle.exhausted() => {
-            tracing::info!(
-                requests = recycle.served(),
-                "server.max_requests reached: draining this worker for a fresh one"
-            );
+        reason = recycle.requested() => {
+            tracing::info!(requests = recycle.served(), "{reason}: draining this worker for a fresh one");
             Stopped::Recycle
         }
     };
@@ -328,52 +333,6 @@ async fn accept(
             let (stream, _) = unix.accept().await?;
             Ok((Accepted::Unix(stream), info))
         }
-    }
-}
-
-/// Counts requests toward `server.max_requests` (+ jitter) and says when to recycle.
-pub struct RequestBudget {
-    served: std::sync::atomic::AtomicU64,
-    limit: Option<u64>,
-    reached: Notify,
-}
-
-impl RequestBudget {
-    fn new(max_requests: u64, jitter: u64) -> Self {
-        let limit = (max_requests > 0).then(|| {
-            // Enough randomness to spread workers: the clock's nanoseconds and the pid.
-            let noise = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() as u64)
-                ^ u64::from(std::process::id());
-            max_requests + if jitter > 0 { noise % (jitter + 1) } else { 0 }
-        });
-        Self {
-            served: std::sync::atomic::AtomicU64::new(0),
-            limit,
-            reached: Notify::new(),
-        }
-    }
-
-    /// Count one request.
-    pub fn count(&self) {
-        if let Some(limit) = self.limit {
-            let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            if served == limit {
-                self.reached.notify_one();
-            }
-        }
-    }
-
-    fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    async fn exhausted(&self) {
-        if self.limit.is_none() {
-            std::future::pending::<()>().await;
-        }
-        self.reached.notified().await;
     }
 }
 

@@ -34,7 +34,11 @@ struct Inner {
     pool: PythonPool,
     script_name: String,
     read_timeout: Duration,
+    timeout: Option<(Duration, TimeoutHook)>,
 }
+
+/// Called when a request runs past the timeout (the worker recycles itself).
+pub type TimeoutHook = Arc<dyn Fn(String) + Send + Sync>;
 
 impl WsgiService {
     /// A service over a started pool.
@@ -44,8 +48,18 @@ impl WsgiService {
                 pool,
                 script_name,
                 read_timeout,
+                timeout: None,
             }),
         }
+    }
+
+    /// Answer 504 to requests whose response has not started after `limit`, and call
+    /// `hook` with the request line. Must be set before the service is cloned.
+    pub fn with_timeout(mut self, limit: Duration, hook: TimeoutHook) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.timeout = (!limit.is_zero()).then_some((limit, hook));
+        }
+        self
     }
 
     /// The pool behind the service (for metrics and health).
@@ -98,11 +112,31 @@ impl Inner {
                 .get::<Arc<crate::server::tls::TlsSession>>()
                 .and_then(|tls| tls.client_subject.clone()),
         };
+        let request_line = self
+            .timeout
+            .as_ref()
+            .map(|_| format!("{} {}", head.method, head.uri));
         let (reply, response) = oneshot::channel();
         if self.pool.submit(Job { head, input, reply }).is_err() {
             return error_response(StatusCode::SERVICE_UNAVAILABLE);
         }
-        match response.await {
+        let response = match &self.timeout {
+            None => response.await,
+            Some((limit, hook)) => match tokio::time::timeout(*limit, response).await {
+                Ok(response) => response,
+                Err(_) => {
+                    let line = request_line.unwrap_or_default();
+                    tracing::error!(
+                        request = %line,
+                        "no response after server.timeout ({limit:?}): 504; this worker will be \
+                         replaced, since a Python thread cannot be interrupted"
+                    );
+                    hook(line);
+                    return error_response(StatusCode::GATEWAY_TIMEOUT);
+                }
+            },
+        };
+        match response {
             Ok(wsgi) => {
                 let mut response = Response::new(Body::new(wsgi.body));
                 *response.status_mut() = wsgi.status;
