@@ -93,3 +93,55 @@ fn serves_on_a_unix_socket_with_its_permissions() {
     assert!(gateway.wait_exit().success());
     assert!(!socket.exists(), "the socket file is removed on exit");
 }
+
+#[test]
+fn proxy_protocol_v1_and_v2_set_the_client_address() {
+    use std::io::{BufReader, Write};
+    let gateway = GatewayBuilder::new()
+        .config("[server]\nproxy_protocol = true\n")
+        .start();
+    let request = b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n")
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let env = common::read_response(&mut BufReader::new(stream), false)
+        .unwrap()
+        .json();
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+    assert_eq!(env["REMOTE_PORT"], "5555");
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 51, 100, 7, 127, 0, 0, 1, 0x1f, 0x90, 0, 80,
+    ]);
+    let mut stream = gateway.connect();
+    stream.write_all(&v2).unwrap();
+    stream.write_all(request).unwrap();
+    let env = common::read_response(&mut BufReader::new(stream), false)
+        .unwrap()
+        .json();
+    assert_eq!(env["REMOTE_ADDR"], "198.51.100.7");
+    assert_eq!(env["REMOTE_PORT"], "8080");
+
+    // Without the header the connection is refused, and serving goes on.
+    let raw = gateway.raw(request);
+    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    gateway.wait_for_log("invalid PROXY header");
+}
+
+#[test]
+fn proxy_protocol_from_an_untrusted_peer_is_refused() {
+    use std::io::Write;
+    let gateway = GatewayBuilder::new()
+        .config("[server]\nproxy_protocol = true\nforwarded_allow_ips = [\"10.0.0.0/8\"]\n")
+        .start();
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(common::read_to_close(&mut stream).is_empty());
+    gateway.wait_for_log("PROXY protocol from a peer outside forwarded_allow_ips");
+}

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// through untouched (gunicorn's `forwarded_allow_ips`).
     #[serde(deserialize_with = "one_or_many")]
     pub forwarded_allow_ips: Vec<String>,
+    /// Every TCP connection starts with a PROXY protocol header (v1 or v2, as HAProxy
+    /// and cloud load balancers send), believed only from `forwarded_allow_ips`.
+    pub proxy_protocol: bool,
     /// Pending-connection queue length passed to listen(2) (gunicorn's `backlog`).
     pub backlog: u32,
     /// Serve HTTP/2 over cleartext to clients that start with the HTTP/2 preface.
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             threads: 4,
             io_threads: 1,
             forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
+            proxy_protocol: false,
             backlog: 2048,
             http2: true,
             graceful_timeout: Duration::from_secs(30),

@@ -30,11 +30,53 @@ pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
     requests: Arc<super::Recycle>,
     proxies: Arc<super::TrustedProxies>,
+    proxy_protocol: bool,
     keepalive_timeout: Duration,
     header_timeout: Duration,
 }
 
 impl ConnectionSettings {
+    /// With `server.proxy_protocol`, read the PROXY header of a TCP connection and take
+    /// the client address from it (trusted peers only). None: the connection is refused.
+    pub(super) async fn proxy_header(
+        &self,
+        stream: super::Accepted,
+        mut info: ConnectionInfo,
+    ) -> Option<(super::Accepted, ConnectionInfo)> {
+        if !self.proxy_protocol {
+            return Some((stream, info));
+        }
+        let mut stream = stream;
+        let tcp = match &mut stream {
+            super::Accepted::Tcp(tcp) | super::Accepted::Tls(tcp, _) => tcp,
+            super::Accepted::Unix(_) => return Some((stream, info)),
+        };
+        let peer = info.peer?;
+        if !self.proxies.trusts(peer.ip()) {
+            tracing::warn!(%peer, "PROXY protocol from a peer outside forwarded_allow_ips: refused");
+            return None;
+        }
+        let header =
+            tokio::time::timeout(self.header_timeout, super::proxy_protocol::read_header(tcp))
+                .await;
+        match header {
+            Ok(Ok(client)) => {
+                if let Some(client) = client {
+                    info.peer = Some(client);
+                }
+                Some((stream, info))
+            }
+            Ok(Err(error)) => {
+                tracing::info!(%peer, "{error}: connection refused");
+                None
+            }
+            Err(_) => {
+                tracing::info!(%peer, "no PROXY header within server.header_timeout");
+                None
+            }
+        }
+    }
+
     /// How long a client may take to send a request head (and to finish a TLS
     /// handshake).
     pub fn header_timeout(&self) -> Duration {
@@ -70,6 +112,7 @@ impl ConnectionSettings {
             builder,
             requests,
             proxies: Arc::new(proxies),
+            proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
         }

@@ -90,7 +90,8 @@ impl TrustedProxies {
         Ok(Self { blocks })
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// True if `ip` is in one of the trusted blocks.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.blocks.iter().any(|block| block.contains(ip))
     }
 

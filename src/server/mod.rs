@@ -11,6 +11,7 @@ mod forwarded;
 mod framing;
 mod io;
 mod limits;
+mod proxy_protocol;
 mod recycle;
 pub mod tls;
 
@@ -270,6 +271,9 @@ async fn accept_loop(
         let open = connections.opened();
         let (service, settings, stop) = (service.clone(), settings.clone(), stop.clone());
         tokio::spawn(async move {
+            let Some((stream, info)) = settings.proxy_header(stream, info).await else {
+                return;
+            };
             match stream {
                 Accepted::Tcp(stream) => {
                     connection::serve(stream, info, None, service, settings, stop).await
@@ -306,7 +310,7 @@ async fn accept_loop(
 }
 
 /// An accepted connection.
-enum Accepted {
+pub(crate) enum Accepted {
     Tcp(tokio::net::TcpStream),
     Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixStream),
