@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build, install the peers, and run a benchmark: `bench/run.sh` (hello world) or
-# `bench/run.sh stack` (the paste-stack middleware stack). Extra arguments go to the
+# `bench/run.sh stack` (the paste-stack middleware stack) or `bench/run.sh zero_loss`
+# (reloads and a drain under load). Extra arguments go to the
 # script (e.g. --rounds 5 --seconds 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup.sh
 script=hello
-if [ "${1:-}" = stack ] || [ "${1:-}" = hello ]; then
+if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ]; then
     script=$1
     shift
 fi

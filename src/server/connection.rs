@@ -137,6 +137,11 @@ pub async fn serve<T>(
     let budget = settings.requests.clone();
     let proxies = settings.proxies.clone();
     let tls = tls.map(Arc::new);
+    // Set when the server drains: HTTP/1 responses then carry `Connection: close`, so a
+    // keep-alive connection ends after its next response instead of being cut while
+    // the client may be sending on it.
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closing_responses = closing.clone();
     // One copy of the pipeline per connection, called in place while it is ready (it
     // always is unless a layer applies backpressure): no clone of the boxed stack per
     // request. hyper calls the service from this connection's task only.
@@ -149,13 +154,24 @@ pub async fn serve<T>(
         if let Some(tls) = &tls {
             parts.extensions.insert(tls.clone());
         }
+        let http1 = parts.version != http::Version::HTTP_2;
+        if !http1 {
+            requests.saw_http2();
+        }
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         budget.count();
         let finished = FinishGuard(requests.clone());
         let response = call_in_place(&service, request);
+        let closing = closing_responses.clone();
         async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(response.map(|inner| TrackedBody {
                 inner,
                 _finished: finished,
@@ -164,10 +180,6 @@ pub async fn serve<T>(
     });
     let connection = settings.builder.serve_connection(io, hyper_service);
     tokio::pin!(connection);
-    let mut draining = *shutdown.borrow();
-    if draining {
-        connection.as_mut().graceful_shutdown();
-    }
     let tick = settings
         .keepalive_timeout
         .min(settings.header_timeout)
@@ -177,6 +189,10 @@ pub async fn serve<T>(
     // When the current idle stretch or partial head was first seen.
     let mut idle_since: Option<(std::time::Instant, ActivitySample)> = None;
     let mut head_since: Option<(std::time::Instant, ActivitySample)> = None;
+    let mut state = Drain::Serving;
+    if *shutdown.borrow() {
+        state = begin_drain(connection.as_mut(), &activity, &closing);
+    }
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -185,18 +201,30 @@ pub async fn serve<T>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
-                connection.as_mut().graceful_shutdown();
-                draining = true;
+            _ = shutdown.changed(), if state == Drain::Serving => {
+                state = begin_drain(connection.as_mut(), &activity, &closing);
+            }
+            _ = tokio::time::sleep(DRAIN_IDLE_GRACE), if matches!(state, Drain::AwaitingLastRequest(_)) => {
+                // A connection that stays idle while draining is closed; one that sends
+                // a request gets its answer with `Connection: close` first.
+                if let Drain::AwaitingLastRequest(before) = state {
+                    let now = activity.sample();
+                    if now.is_idle() && now.unchanged_since(&before) {
+                        connection.as_mut().graceful_shutdown();
+                        state = Drain::ShutdownSent;
+                    } else {
+                        state = Drain::AwaitingLastRequest(now);
+                    }
+                }
             }
             _ = ticks.tick() => {
                 let now = std::time::Instant::now();
                 let sample = activity.sample();
                 idle_since = match idle_since {
                     Some((since, first)) if sample.is_idle() && sample.unchanged_since(&first) => {
-                        if !draining && now - since >= settings.keepalive_timeout {
+                        if state == Drain::Serving && now - since >= settings.keepalive_timeout {
                             connection.as_mut().graceful_shutdown();
-                            draining = true;
+                            state = Drain::ShutdownSent;
                         }
                         Some((since, first))
                     }
@@ -214,6 +242,55 @@ pub async fn serve<T>(
                 };
             }
         }
+    }
+}
+
+/// How long an HTTP/1 connection may stay idle once the server drains.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(250);
+
+/// Where a connection is in its shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drain {
+    /// Not shutting down.
+    Serving,
+    /// HTTP/1 while draining: the next response closes the connection, or it is closed
+    /// after an idle grace period (the sample is the activity at the last check).
+    AwaitingLastRequest(ActivitySample),
+    /// hyper's graceful shutdown has been started.
+    ShutdownSent,
+}
+
+/// Start draining: HTTP/2 gets GOAWAY (race-free by design); HTTP/1 finishes with its
+/// next response.
+fn begin_drain<C: GracefulConnection>(
+    connection: Pin<&mut C>,
+    activity: &ConnectionActivity,
+    closing: &std::sync::atomic::AtomicBool,
+) -> Drain {
+    if activity.is_http2() {
+        connection.graceful_shutdown();
+        return Drain::ShutdownSent;
+    }
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    Drain::AwaitingLastRequest(activity.sample())
+}
+
+/// hyper-util's connection, seen only for its graceful shutdown.
+trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self)
     }
 }
 

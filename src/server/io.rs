@@ -23,6 +23,8 @@ pub struct ConnectionActivity {
     heads_started: AtomicU64,
     /// True while a request head is partly received.
     head_in_progress: AtomicBool,
+    /// The connection speaks HTTP/2.
+    http2: AtomicBool,
 }
 
 /// A sample of [`ConnectionActivity`], compared between ticks.
@@ -70,6 +72,16 @@ impl ConnectionActivity {
             self.head_in_progress
                 .store(head_in_progress, Ordering::Relaxed);
         }
+    }
+
+    /// Record that the connection speaks HTTP/2.
+    pub fn saw_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// True once an HTTP/2 request was seen (or the preface).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// A request has started.
