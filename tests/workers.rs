@@ -142,3 +142,26 @@ fn a_worker_over_max_rss_is_recycled() {
     gateway.wait_for_log("server.max_rss exceeded");
     gateway.wait_for_log("worker recycled; starting its replacement");
 }
+
+#[test]
+fn workers_exit_when_the_supervisor_is_killed() {
+    let mut gateway = GatewayBuilder::new().arg("--workers=2").start();
+    let mut workers = HashSet::new();
+    for _ in 0..200 {
+        workers.extend(pid_of(&gateway));
+        if workers.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(workers.len(), 2);
+    gateway.signal(libc::SIGKILL);
+    gateway.wait_exit();
+    for pid in workers {
+        eventually("the orphaned worker to exit", || {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| !stat.contains(") Z "))
+                .unwrap_or(false);
+            (!alive).then_some(())
+        });
+    }
+}

@@ -163,13 +163,24 @@ impl Supervisor {
             .map(BoundListener::raw_fd)
             .chain([write_fd])
             .collect();
-        // SAFETY: between fork and exec only async-signal-safe fcntl calls are made.
+        let supervisor = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls are made (fcntl,
+        // prctl, getppid).
         unsafe {
             command.pre_exec(move || {
                 for fd in &inherited {
                     if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                // If the supervisor dies (even by SIGKILL), the worker drains and exits
+                // instead of serving on without it. The supervisor forks from its main
+                // thread, which lives as long as it does.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != supervisor {
+                    return Err(std::io::Error::other("the supervisor exited during spawn"));
                 }
                 Ok(())
             });
