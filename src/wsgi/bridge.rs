@@ -33,7 +33,7 @@ use tower::{Service, ServiceExt};
 
 use super::environ::latin1;
 use super::interpreter::format_exception;
-use super::response::{parse_headers, parse_status};
+use super::response::accept_head;
 use crate::pipeline::GatewayService;
 
 /// The environ of the Python layer above a bridge, carried in request extensions.
@@ -471,26 +471,17 @@ impl CaptureStartResponse {
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let exc_info = exc_info.filter(|e| !e.is_none());
-        {
+        let head = {
             let this = slf.borrow();
-            if let Some(exc_info) = exc_info {
-                if this.head_taken {
-                    let value = exc_info.get_item(1)?;
-                    let traceback = exc_info.get_item(2)?;
-                    return Err(PyErr::from_value(
-                        value.call_method1("with_traceback", (traceback,))?,
-                    ));
-                }
-            } else if this.head.is_some() || this.head_taken {
-                return Err(PyRuntimeError::new_err(
-                    "start_response() called a second time without exc_info",
-                ));
-            }
-        }
-        let status = parse_status(status)?;
-        let (headers, _) = parse_headers(headers)?;
-        slf.borrow_mut().head = Some((status, headers));
+            accept_head(
+                this.head_taken,
+                this.head.is_some(),
+                status,
+                headers,
+                exc_info,
+            )?
+        };
+        slf.borrow_mut().head = Some((head.status, head.headers));
         Ok(slf.getattr("write")?.unbind())
     }
 

@@ -324,7 +324,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Parse `"200 OK"`: three digits, a space, and a reason without control characters.
-pub(crate) fn parse_status(status: &str) -> PyResult<StatusCode> {
+fn parse_status(status: &str) -> PyResult<StatusCode> {
     let bad = || {
         PyValueError::new_err(format!(
             "invalid status {status:?}: expected e.g. \"200 OK\""
@@ -348,7 +348,7 @@ pub(crate) fn parse_status(status: &str) -> PyResult<StatusCode> {
 
 /// Turn the application's header list into a `HeaderMap`, refusing anything that would
 /// corrupt the framing of the response.
-pub(crate) fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
     let mut map = HeaderMap::new();
     let mut content_length = None;
     for item in headers.try_iter()? {
@@ -408,6 +408,42 @@ pub(crate) fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, 
     Ok((map, content_length))
 }
 
+/// PEP 3333's rules for one `start_response(status, headers, exc_info)` call, shared
+/// by the server's callable and the native bridge's: with `exc_info` after the head was
+/// sent, re-raise it; without `exc_info`, a second call is an error; otherwise the
+/// validated head.
+pub(crate) fn accept_head(
+    head_sent: bool,
+    head_given: bool,
+    status: &str,
+    headers: &Bound<'_, PyAny>,
+    exc_info: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PendingHead> {
+    match exc_info.filter(|e| !e.is_none()) {
+        Some(exc_info) if head_sent => {
+            // Too late to change the response: re-raise the original error.
+            let value = exc_info.get_item(1)?;
+            let traceback = exc_info.get_item(2)?;
+            return Err(PyErr::from_value(
+                value.call_method1("with_traceback", (traceback,))?,
+            ));
+        }
+        None if head_given || head_sent => {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        _ => {}
+    }
+    let status = parse_status(status)?;
+    let (headers, content_length) = parse_headers(headers)?;
+    Ok(PendingHead {
+        status,
+        headers,
+        content_length,
+    })
+}
+
 #[pymethods]
 impl StartResponse {
     /// `start_response(status, response_headers, exc_info=None)` from PEP 3333.
@@ -418,32 +454,17 @@ impl StartResponse {
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let exc_info = exc_info.filter(|e| !e.is_none());
-        {
+        let head = {
             let this = slf.borrow();
-            match exc_info {
-                Some(exc_info) if this.headers_sent() => {
-                    // Too late to change the response: re-raise the original error.
-                    let value = exc_info.get_item(1)?;
-                    let traceback = exc_info.get_item(2)?;
-                    let error = value.call_method1("with_traceback", (traceback,))?;
-                    return Err(PyErr::from_value(error));
-                }
-                None if this.has_status() => {
-                    return Err(PyRuntimeError::new_err(
-                        "start_response() called a second time without exc_info",
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let status = parse_status(status)?;
-        let (headers, content_length) = parse_headers(headers)?;
-        slf.borrow_mut().pending = Some(PendingHead {
-            status,
-            headers,
-            content_length,
-        });
+            accept_head(
+                this.headers_sent(),
+                this.has_status(),
+                status,
+                headers,
+                exc_info,
+            )?
+        };
+        slf.borrow_mut().pending = Some(head);
         Ok(slf.getattr("write")?.unbind())
     }
 
