@@ -11,6 +11,9 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// `"text"` for people, `"json"` for log collectors.
     pub log_format: LogFormat,
+    /// `"HOST:PORT"` of the admin listener (`/healthz`, `/readyz`), never routed into
+    /// the application. Unset: no admin listener.
+    pub admin_bind: Option<String>,
 }
 
 /// The shape of log lines.
@@ -29,6 +32,7 @@ impl Default for TelemetryConfig {
         Self {
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            admin_bind: None,
         }
     }
 }

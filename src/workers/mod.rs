@@ -4,6 +4,7 @@
 //! `server.workers` copies of itself as workers; a worker finds its [`WorkerHandoff`]
 //! in the environment and serves with [`crate::server::run`].
 
+pub mod admin;
 mod handoff;
 mod supervisor;
 

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use super::admin;
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
 use crate::server::BoundListener;
@@ -61,6 +64,8 @@ pub enum SupervisorError {
 /// One running worker process.
 struct Worker {
     slot: usize,
+    /// Reported ready (counted in the health state).
+    ready: bool,
     /// Set once the supervisor has told it to stop: its exit is expected.
     stopping: bool,
 }
@@ -76,6 +81,7 @@ struct Supervisor {
     workers: HashMap<u32, Worker>,
     exits: mpsc::UnboundedSender<(u32, ExitStatus)>,
     exited: mpsc::UnboundedReceiver<(u32, ExitStatus)>,
+    health: Arc<admin::Health>,
     crashes: Vec<Instant>,
     graceful_timeout: Duration,
 }
@@ -85,12 +91,26 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
     let config = &loaded.config;
     let listeners = crate::server::bind_all(&config.server)
         .map_err(|(address, source)| SupervisorError::Bind { address, source })?;
+    let health = admin::Health::new(config.server.workers);
+    if let Some(address) = &config.telemetry.admin_bind {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| SupervisorError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!("admin endpoints (/healthz, /readyz) on http://{local}");
+        }
+        admin::spawn(listener, health.clone());
+    }
     let (exits, exited) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
         listeners,
         workers: HashMap::new(),
         exits,
         exited,
+        health,
         crashes: Vec::new(),
         graceful_timeout: config.server.graceful_timeout,
     };
@@ -201,6 +221,7 @@ impl Supervisor {
             pid,
             Worker {
                 slot,
+                ready: false,
                 stopping: false,
             },
         );
@@ -222,6 +243,10 @@ impl Supervisor {
         let outcome = tokio::time::timeout(READY_TIMEOUT, read).await;
         if let Ok(Ok(true)) = outcome {
             tracing::info!(pid = starting.pid, "worker ready");
+            if let Some(worker) = self.workers.get_mut(&starting.pid) {
+                worker.ready = true;
+                self.health.worker_ready();
+            }
             return true;
         }
         if let Some(worker) = self.workers.get_mut(&starting.pid) {
@@ -260,6 +285,9 @@ impl Supervisor {
             }
             if let Some(worker) = self.workers.get_mut(&old_pid) {
                 worker.stopping = true;
+                if std::mem::take(&mut worker.ready) {
+                    self.health.worker_gone();
+                }
                 send_signal(old_pid, libc::SIGTERM);
             }
         }
@@ -271,6 +299,9 @@ impl Supervisor {
         let Some(worker) = self.workers.remove(&pid) else {
             return Ok(());
         };
+        if worker.ready {
+            self.health.worker_gone();
+        }
         if worker.stopping {
             tracing::info!(pid, "worker exited after draining");
             return Ok(());
@@ -317,6 +348,7 @@ impl Supervisor {
 
     /// SIGTERM every worker, wait for them within the graceful timeout, then kill.
     async fn stop_all(&mut self) {
+        self.health.draining();
         for (pid, worker) in self.workers.iter_mut() {
             // One already stopping (draining, or exiting after a failed start) is not
             // signalled again: a worker that failed to start has no handler yet, and
