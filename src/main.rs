@@ -42,7 +42,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            wsgi_gateway::telemetry::init(&loaded.config.telemetry);
+            // Read (and remove) the supervisor's handoff before any other thread exists.
+            let handoff = WorkerHandoff::from_env();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(loaded.config.server.io_threads)
                 .thread_name("io")
@@ -55,29 +56,47 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let Some(handoff) = WorkerHandoff::from_env() else {
+            let telemetry = {
+                let _context = runtime.enter();
+                wsgi_gateway::telemetry::init(&loaded.config.telemetry)
+            };
+            let telemetry = match telemetry {
+                Ok(guard) => guard,
+                Err(error) => {
+                    eprintln!("wsgi-gateway: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = match handoff {
                 // The supervisor: binds, runs the workers, keeps them alive.
-                return match runtime.block_on(wsgi_gateway::workers::supervise(loaded)) {
+                None => match runtime.block_on(wsgi_gateway::workers::supervise(loaded)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         tracing::error!("{error}");
                         ExitCode::FAILURE
                     }
-                };
+                },
+                Some(handoff) => {
+                    match runtime.block_on(wsgi_gateway::server::run(loaded, Some(handoff))) {
+                        Ok(Stopped::Signal) => ExitCode::SUCCESS,
+                        Ok(Stopped::Recycle) => ExitCode::from(EXIT_RECYCLE as u8),
+                        Err(error) => {
+                            // Logging is up by now: the error goes where operators look.
+                            tracing::error!("{error}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
             };
-            let result = runtime.block_on(wsgi_gateway::server::run(loaded, Some(handoff)));
+            // Flush spans while the runtime (which the gRPC exporter uses) still runs.
+            {
+                let _context = runtime.enter();
+                drop(telemetry);
+            }
             // Python threads may still be parked; the process exits without
             // finalising the interpreter, as gunicorn workers do.
             runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-            match result {
-                Ok(Stopped::Signal) => ExitCode::SUCCESS,
-                Ok(Stopped::Recycle) => ExitCode::from(EXIT_RECYCLE as u8),
-                Err(error) => {
-                    // Logging is up by now: the error goes where operators look.
-                    tracing::error!("{error}");
-                    ExitCode::FAILURE
-                }
-            }
+            code
         }
     }
 }

@@ -1,22 +1,140 @@
-//! Logging setup.
+//! Logging and tracing setup.
+//!
+//! Logs: text or JSON lines on stderr, filtered by `RUST_LOG` or `telemetry.log_level`.
+//! Traces: when an OTLP endpoint is configured (`telemetry.otlp_endpoint` or the
+//! standard `OTEL_EXPORTER_OTLP_*` variables), request spans are exported over gRPC or
+//! HTTP/protobuf by a batch processor on its own thread, so a slow or absent collector
+//! never holds a request up. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and
+//! `OTEL_TRACES_SAMPLER*` are honoured by the SDK. Request spans use the target
+//! [`SPAN_TARGET`], which only the tracing layer enables: without an exporter their
+//! callsites stay disabled and cost nothing.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Install the global log subscriber: `RUST_LOG` if set, else `telemetry.log_level`;
-/// text or JSON lines on stderr.
-pub fn init(config: &TelemetryConfig) {
+/// The target of request spans (enabled only for export).
+pub const SPAN_TARGET: &str = "wsgi_gateway::trace";
+
+/// Keeps the exporter alive; flushes spans when dropped (at graceful shutdown).
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("wsgi-gateway: flushing spans at exit failed: {error}");
+            }
+        }
+    }
+}
+
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry: cannot set up the OTLP exporter: {0}")]
+pub struct TelemetryError(String);
+
+/// Install logging and, if configured, trace export. Call inside the runtime (the gRPC
+/// exporter keeps its handle).
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match config.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let provider = tracer_provider(config)?;
+    let traces = provider.as_ref().map(|provider| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("wsgi-gateway"))
+            .with_filter(filter_fn(|metadata| metadata.target() == SPAN_TARGET))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    Ok(TelemetryGuard { provider })
+}
+
+/// True when traces are exported (spans should carry context into the app).
+pub fn tracing_enabled() -> bool {
+    tracing::enabled!(target: SPAN_TARGET, tracing::Level::INFO)
+}
+
+fn tracer_provider(config: &TelemetryConfig) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let from_env = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    if config.otlp_endpoint.is_none() && !from_env {
+        return Ok(None);
+    }
+    let protocol = config
+        .otlp_protocol
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").ok())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok())
+        .unwrap_or_else(|| "grpc".into());
+    let exporter = match protocol.as_str() {
+        "grpc" => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(endpoint) = &config.otlp_endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            builder.build()
+        }
+        "http/protobuf" => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary);
+            if let Some(endpoint) = &config.otlp_endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            builder.build()
+        }
+        other => {
+            return Err(TelemetryError(format!(
+                "unknown OTLP protocol {other:?}: use grpc or http/protobuf"
+            )))
+        }
+    }
+    .map_err(|e| TelemetryError(e.to_string()))?;
+    let resource = opentelemetry_sdk::Resource::builder().build();
+    let resource = if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name("wsgi-gateway")
+            .build()
+    } else {
+        resource
+    };
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
 }

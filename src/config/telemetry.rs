@@ -14,6 +14,12 @@ pub struct TelemetryConfig {
     /// `"HOST:PORT"` of the admin listener (`/healthz`, `/readyz`), never routed into
     /// the application. Unset: no admin listener.
     pub admin_bind: Option<String>,
+    /// OTLP endpoint for traces, e.g. `"http://collector:4317"` (gRPC) or
+    /// `"http://collector:4318/v1/traces"` (HTTP). Unset: `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (or `..._TRACES_ENDPOINT`) if set, else no tracing.
+    pub otlp_endpoint: Option<String>,
+    /// `"grpc"` or `"http/protobuf"`. Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
+    pub otlp_protocol: Option<String>,
 }
 
 /// The shape of log lines.
@@ -33,6 +39,8 @@ impl Default for TelemetryConfig {
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
             admin_bind: None,
+            otlp_endpoint: None,
+            otlp_protocol: None,
         }
     }
 }

@@ -158,14 +158,17 @@ pub async fn serve<T>(
         if !http1 {
             requests.saw_http2();
         }
+        let span = super::tracing_span::request_span(&parts, &info);
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         budget.count();
         let finished = FinishGuard(requests.clone());
-        let response = call_in_place(&service, request);
+        let response = span.in_scope(|| call_in_place(&service, request));
         let closing = closing_responses.clone();
+        let response = tracing::Instrument::instrument(response, span.clone());
         async move {
             let mut response = response.await?;
+            super::tracing_span::record_status(&span, response.status());
             if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
                 response.headers_mut().insert(
                     http::header::CONNECTION,

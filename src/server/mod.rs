@@ -14,6 +14,7 @@ mod limits;
 mod proxy_protocol;
 mod recycle;
 pub mod tls;
+mod tracing_span;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

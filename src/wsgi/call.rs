@@ -23,7 +23,18 @@ use super::response::{ResponseContext, SendStop, StartResponse};
 /// failure becomes a logged traceback and a 500 (or a cut connection once the head has
 /// been sent).
 pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
-    let Job { head, input, reply } = job;
+    let Job {
+        head,
+        input,
+        reply,
+        span,
+    } = job;
+    // The application's span: a child of the request's, current on this thread while
+    // the app runs, iterates and closes.
+    let app_span = span.as_ref().map(|parent| {
+        tracing::info_span!(target: crate::telemetry::SPAN_TARGET, parent: parent, "WSGI application")
+    });
+    let _in_app_span = app_span.as_ref().map(tracing::Span::enter);
     let overflowed = Arc::new(AtomicBool::new(false));
     let responder = StartResponse::new(
         ResponseContext {
@@ -52,6 +63,12 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
     let request_line = || format!("{} {}", head.method, head.uri);
     let environ =
         Bound::new(py, input).and_then(|input| context.environ.build(py, &head, input.into_any()));
+    let environ = environ.and_then(|environ| {
+        if let Some(app_span) = &app_span {
+            set_trace_context(&environ, app_span)?;
+        }
+        Ok(environ)
+    });
     let environ = match environ {
         Ok(environ) => environ,
         Err(error) => {
@@ -89,6 +106,35 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
             fail(py, &responder, &close_error, &overflowed, &request_line());
         }
     }
+}
+
+/// Hand the application span's W3C context to the app (`HTTP_TRACEPARENT`, and
+/// `HTTP_TRACESTATE` when there is one), replacing what the client sent, so an app
+/// instrumented with the OpenTelemetry SDK continues the gateway's trace.
+fn set_trace_context(
+    environ: &Bound<'_, pyo3::types::PyDict>,
+    span: &tracing::Span,
+) -> PyResult<()> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier)
+    });
+    for (key, name) in [
+        ("traceparent", "HTTP_TRACEPARENT"),
+        ("tracestate", "HTTP_TRACESTATE"),
+    ] {
+        match carrier.get(key).filter(|v| !v.is_empty()) {
+            Some(value) => environ.set_item(name, value.as_str())?,
+            None => {
+                if environ.contains(name)? {
+                    environ.del_item(name)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Log an application error and answer 500 (413 if the body limit was hit) or, if the

@@ -27,6 +27,9 @@ pub struct Job {
     pub input: InputSource,
     /// Where the response head goes.
     pub reply: oneshot::Sender<WsgiResponse>,
+    /// The request's span, when traces are exported: the application's span is its
+    /// child, and its context reaches the app as `HTTP_TRACEPARENT`.
+    pub span: Option<tracing::Span>,
 }
 
 /// Everything a pool thread needs to serve a request; shared by all pool threads.

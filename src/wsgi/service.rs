@@ -117,7 +117,17 @@ impl Inner {
             .as_ref()
             .map(|_| format!("{} {}", head.method, head.uri));
         let (reply, response) = oneshot::channel();
-        if self.pool.submit(Job { head, input, reply }).is_err() {
+        let span = crate::telemetry::tracing_enabled().then(tracing::Span::current);
+        if self
+            .pool
+            .submit(Job {
+                head,
+                input,
+                reply,
+                span,
+            })
+            .is_err()
+        {
             return error_response(StatusCode::SERVICE_UNAVAILABLE);
         }
         let response = match &self.timeout {
