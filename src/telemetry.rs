@@ -49,7 +49,11 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // Request spans are for export only: logging them would cost every request.
-        .add_directive(format!("{SPAN_TARGET}=off").parse().expect("a valid directive"));
+        .add_directive(
+            format!("{SPAN_TARGET}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
