@@ -84,9 +84,15 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     Ok(TelemetryGuard { provider })
 }
 
-/// True when traces are exported (spans should carry context into the app).
+/// Set once at start-up when traces are exported.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when traces are exported (spans should carry context into the app). A flag set
+/// at start-up, not `tracing::enabled!`: with per-layer filters, asking the subscriber
+/// without then emitting leaves its per-thread filter state set, and the next log event
+/// on that thread was dropped.
 pub fn tracing_enabled() -> bool {
-    tracing::enabled!(target: SPAN_TARGET, tracing::Level::INFO)
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<Option<SdkTracerProvider>, TelemetryError> {
