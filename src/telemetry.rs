@@ -77,6 +77,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .with_tracer(provider.tracer("wsgi-gateway"))
             .with_filter(filter_fn(|metadata| metadata.target() == SPAN_TARGET))
     });
+    EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(traces)
