@@ -194,7 +194,10 @@ pub async fn serve<T>(
     let mut head_since: Option<(std::time::Instant, ActivitySample)> = None;
     let mut state = Drain::Serving;
     if *shutdown.borrow() {
-        state = begin_drain(connection.as_mut(), &activity, &closing);
+        state = begin_drain(&activity, &closing);
+        if state == Drain::ShutdownSent {
+            connection.as_mut().graceful_shutdown();
+        }
     }
     loop {
         tokio::select! {
@@ -205,7 +208,10 @@ pub async fn serve<T>(
                 return;
             }
             _ = shutdown.changed(), if state == Drain::Serving => {
-                state = begin_drain(connection.as_mut(), &activity, &closing);
+                state = begin_drain(&activity, &closing);
+                if state == Drain::ShutdownSent {
+                    connection.as_mut().graceful_shutdown();
+                }
             }
             _ = tokio::time::sleep(DRAIN_IDLE_GRACE), if matches!(state, Drain::AwaitingLastRequest(_)) => {
                 // A connection that stays idle while draining is closed; one that sends
@@ -263,38 +269,15 @@ enum Drain {
     ShutdownSent,
 }
 
-/// Start draining: HTTP/2 gets GOAWAY (race-free by design); HTTP/1 finishes with its
-/// next response.
-fn begin_drain<C: GracefulConnection>(
-    connection: Pin<&mut C>,
-    activity: &ConnectionActivity,
-    closing: &std::sync::atomic::AtomicBool,
-) -> Drain {
+/// Start draining: HTTP/1 finishes with its next response (or closes after an idle
+/// grace period); HTTP/2 is answered [`Drain::ShutdownSent`], and the caller sends
+/// GOAWAY through hyper's graceful shutdown (race-free by design).
+fn begin_drain(activity: &ConnectionActivity, closing: &std::sync::atomic::AtomicBool) -> Drain {
     if activity.is_http2() {
-        connection.graceful_shutdown();
         return Drain::ShutdownSent;
     }
     closing.store(true, std::sync::atomic::Ordering::Relaxed);
     Drain::AwaitingLastRequest(activity.sample())
-}
-
-/// hyper-util's connection, seen only for its graceful shutdown.
-trait GracefulConnection {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConnection for auto::Connection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self)
-    }
 }
 
 /// Call the connection's service directly if it is ready now; otherwise wait for a
