@@ -77,7 +77,7 @@ fn main() -> ExitCode {
                     }
                 },
                 Some(handoff) => {
-                    match runtime.block_on(wsgi_gateway::server::run(loaded, Some(handoff))) {
+                    match runtime.block_on(wsgi_gateway::server::run(loaded, handoff)) {
                         Ok(Stopped::Signal) => ExitCode::SUCCESS,
                         Ok(Stopped::Recycle) => ExitCode::from(EXIT_RECYCLE as u8),
                         Err(error) => {

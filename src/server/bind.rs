@@ -159,8 +159,8 @@ impl BindAddress {
     }
 }
 
-/// Bind every listener the configuration names: `server.bind`, then
-/// `server.tls.bind`. On failure, the address that failed and why.
+/// Bind every listener the configuration names (the supervisor does, once):
+/// `server.bind`, then `server.tls.bind`. On failure, the address that failed and why.
 pub fn bind_all(
     server: &crate::config::ServerConfig,
 ) -> Result<Vec<BoundListener>, (String, std::io::Error)> {

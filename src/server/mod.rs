@@ -1,8 +1,8 @@
 //! Listening, accepting and draining.
 //!
-//! [`run`] loads the application, binds every `server.bind` address, serves until
-//! SIGTERM or SIGINT, then stops accepting, lets requests in flight finish within
-//! `server.graceful_timeout` and returns.
+//! [`run`] is a worker's life: load the application, serve on the listeners the
+//! supervisor bound ([`bind_all`]), and on SIGTERM/SIGINT (or a recycle) stop
+//! accepting, let requests in flight finish within `server.graceful_timeout`, return.
 
 mod bind;
 mod connection;
@@ -45,12 +45,11 @@ pub enum Stopped {
     Recycle,
 }
 
-/// Serve the configured application until a stop signal (or, in a worker, until
-/// `max_requests`), then drain. A worker serves the listeners its supervisor handed
-/// over; a process on its own binds `server.bind` itself.
+/// Serve the configured application on the listeners the supervisor handed over until
+/// a stop signal or a recycle (max_requests, max_rss, timeout), then drain.
 pub async fn run(
     loaded: LoadedConfig,
-    mut handoff: Option<crate::workers::WorkerHandoff>,
+    mut handoff: crate::workers::WorkerHandoff,
 ) -> Result<Stopped, ServerError> {
     let config = &loaded.config;
     let app_settings = app_settings(&loaded);
@@ -74,14 +73,6 @@ pub async fn run(
     );
     let service = pipeline::build(config, &plan.outer, app);
 
-    let mut bound: Vec<BoundListener> = match handoff.as_mut() {
-        Some(handoff) => std::mem::take(&mut handoff.listeners),
-        None => Vec::new(),
-    };
-    if handoff.is_none() {
-        bound = bind_all(&config.server)
-            .map_err(|(address, source)| ServerError::Bind { address, source })?;
-    }
     let tls = match &config.server.tls {
         Some(tls) => Some(tls::acceptor(tls, config.server.http2)?),
         None => None,
@@ -89,23 +80,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
     let settings = ConnectionSettings::new(config, recycle.clone());
-    // Sockets this process created (not inherited) are removed when it exits.
-    let mut owned_sockets = Vec::new();
-    for listener in bound {
-        if handoff.is_none() {
-            tracing::info!(
-                workers = config.server.workers,
-                threads = config.server.threads,
-                "listening on {}",
-                listener.describe()
-            );
-        }
+    for listener in std::mem::take(&mut handoff.listeners) {
         let listener =
-            into_runtime(listener, tls.as_ref(), &mut owned_sockets).map_err(|source| {
-                ServerError::Bind {
-                    address: "listener".into(),
-                    source,
-                }
+            into_runtime(listener, tls.as_ref()).map_err(|source| ServerError::Bind {
+                address: "inherited listener".into(),
+                source,
             })?;
         tokio::spawn(accept_loop(
             listener,
@@ -116,14 +95,12 @@ pub async fn run(
         ));
     }
 
-    if let Some(handoff) = handoff.as_mut() {
-        tracing::info!(
-            slot = handoff.slot,
-            pid = std::process::id(),
-            "worker serving"
-        );
-        handoff.signal_ready();
-    }
+    tracing::info!(
+        slot = handoff.slot,
+        pid = std::process::id(),
+        "worker serving"
+    );
+    handoff.signal_ready();
     let stopped = tokio::select! {
         result = wait_for_stop_signal() => {
             result?;
@@ -152,9 +129,6 @@ pub async fn run(
     tokio::task::spawn_blocking(wsgi::run_exit_handlers)
         .await
         .expect("atexit handlers panicked");
-    for path in owned_sockets {
-        let _ = std::fs::remove_file(path);
-    }
     Ok(stopped)
 }
 
@@ -209,12 +183,10 @@ enum Listener {
     Unix(UnixListener),
 }
 
-/// Move a bound socket onto the runtime; unix socket files this process created are
-/// recorded in `owned` for removal at exit.
+/// Move an inherited socket onto the runtime.
 fn into_runtime(
     listener: BoundListener,
     tls: Option<&tokio_rustls::TlsAcceptor>,
-    owned: &mut Vec<std::path::PathBuf>,
 ) -> std::io::Result<Listener> {
     match listener {
         BoundListener::Tcp(tcp) => {
@@ -231,8 +203,7 @@ fn into_runtime(
             tcp.set_nonblocking(true)?;
             Ok(Listener::Tls(TcpListener::from_std(tcp)?, acceptor))
         }
-        BoundListener::Unix { listener, path } => {
-            owned.extend(path);
+        BoundListener::Unix { listener, .. } => {
             listener.set_nonblocking(true)?;
             Ok(Listener::Unix(UnixListener::from_std(listener)?))
         }
