@@ -112,10 +112,11 @@ impl Inner {
                 .get::<Arc<crate::server::tls::TlsSession>>()
                 .and_then(|tls| tls.client_subject.clone()),
         };
+        // Kept only to name the request if it times out (a refcount, not a format).
         let request_line = self
             .timeout
             .as_ref()
-            .map(|_| format!("{} {}", head.method, head.uri));
+            .map(|_| (head.method.clone(), head.uri.clone()));
         let (reply, response) = oneshot::channel();
         let span = crate::telemetry::tracing_enabled().then(tracing::Span::current);
         if self
@@ -135,7 +136,9 @@ impl Inner {
             Some((limit, hook)) => match tokio::time::timeout(*limit, response).await {
                 Ok(response) => response,
                 Err(_) => {
-                    let line = request_line.unwrap_or_default();
+                    let line = request_line
+                        .map(|(method, uri)| format!("{method} {uri}"))
+                        .unwrap_or_default();
                     tracing::error!(
                         request = %line,
                         "no response after server.timeout ({limit:?}): 504; this worker will be \
