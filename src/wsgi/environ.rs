@@ -192,7 +192,9 @@ impl EnvironBuilder {
         environ.set_item(keys.request_method.bind(py), method)?;
 
         let raw_path = head.uri.path();
-        let decoded = percent_encoding::percent_decode(raw_path.as_bytes()).collect::<Vec<u8>>();
+        // Borrows the raw path unless it has %-escapes.
+        let decoded: std::borrow::Cow<'_, [u8]> =
+            percent_encoding::percent_decode(raw_path.as_bytes()).into();
         let path_info = decoded
             .strip_prefix(self.script_name.as_bytes())
             .unwrap_or(&decoded);
