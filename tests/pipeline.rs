@@ -73,6 +73,9 @@ fn the_environ_and_the_python_thread_are_shared_across_a_native_layer() {
     // ... on the same Python thread, so its thread-locals hold.
     assert_eq!(field(&body, "thread"), field(&body, "outer_thread"));
     assert_eq!(field(&body, "local"), "local-from-py-b");
+    // py-b calls the Rust bridge that runs native-c, which calls py-d inline.
+    assert_eq!(field(&body, "py-b_wraps"), "NativeLayers");
+    assert_eq!(field(&body, "py-d_wraps"), "function");
 }
 
 #[test]
@@ -138,6 +141,9 @@ options = { name = "two" }
     let body = gateway.get("/").text();
     assert_eq!(field(&body, "trail"), "one,two");
     assert_eq!(field(&body, "thread"), field(&body, "outer_thread"));
+    // Fused: "one" calls "two" directly, with no bridge or crossing in between.
+    assert_eq!(field(&body, "one_wraps"), "Trail");
+    assert_eq!(field(&body, "two_wraps"), "function");
     let logs = gateway.logs();
     assert!(
         logs.contains("pipeline: [python trail:make_trail, python trail:make_trail] -> app"),

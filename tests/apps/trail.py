@@ -17,6 +17,8 @@ def trail_app(environ, start_response):
         f"outer_thread={environ.get('trail.outer_thread', '-')}\n"
         f"user={environ.get('REMOTE_USER', '-')}\n"
         f"local={getattr(LOCAL, 'value', '-')}\n"
+        + "".join(f"{k[len('trail.wraps.'):]}_wraps={v}\n" for k, v in sorted(environ.items())
+                  if k.startswith("trail.wraps."))
     ).encode() * int(environ.get("HTTP_X_REPEAT", "1"))
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Trail", "app")])
     return [body]
@@ -34,6 +36,8 @@ class Trail:
         self.mark = mark
 
     def __call__(self, environ, start_response):
+        # What this layer calls next: another Python layer, the app, or a native bridge.
+        environ[f"trail.wraps.{self.name}"] = type(self.app).__name__
         previous = environ.get("HTTP_X_TRAIL")
         environ["HTTP_X_TRAIL"] = f"{previous},{self.name}" if previous else self.name
         if self.mark:
