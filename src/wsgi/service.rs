@@ -56,9 +56,9 @@ impl WsgiService {
     /// Answer 504 to requests whose response has not started after `limit`, and call
     /// `hook` with the request line. Must be set before the service is cloned.
     pub fn with_timeout(mut self, limit: Duration, hook: TimeoutHook) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.timeout = (!limit.is_zero()).then_some((limit, hook));
-        }
+        let inner = Arc::get_mut(&mut self.inner)
+            .expect("with_timeout is called on a new service, before it is cloned");
+        inner.timeout = (!limit.is_zero()).then_some((limit, hook));
         self
     }
 
