@@ -52,7 +52,7 @@ pub async fn run(
     mut handoff: crate::workers::WorkerHandoff,
 ) -> Result<Stopped, ServerError> {
     let config = &loaded.config;
-    let app_settings = app_settings(&loaded);
+    let app_settings = app_settings(&loaded)?;
     let plan = pipeline::plan(config, &loaded.base_dir())?;
     tracing::info!("pipeline: {}", pipeline::describe(config));
     let runtime = tokio::runtime::Handle::current();
@@ -132,7 +132,7 @@ pub async fn run(
     Ok(stopped)
 }
 
-fn app_settings(loaded: &LoadedConfig) -> AppSettings {
+fn app_settings(loaded: &LoadedConfig) -> Result<AppSettings, ServerError> {
     let config = &loaded.config;
     let python_path = if config.app.python_path.is_empty() {
         vec![std::env::current_dir().unwrap_or_default()]
@@ -151,14 +151,19 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
         .map(|v| v.relative())
         .or_else(|| std::env::var_os("VIRTUAL_ENV").map(Into::into));
     let source = match (&config.app.wsgi, &config.app.paste) {
-        (Some(spec), _) => AppSource::Wsgi(spec.clone()),
-        (None, Some(paste)) => match PasteSpec::parse(&paste.relative()) {
-            Ok(paste) => AppSource::Paste(paste),
-            Err(_) => AppSource::Wsgi(String::new()),
-        },
-        (None, None) => AppSource::Wsgi(String::new()),
+        (None, Some(paste)) => {
+            let paste = PasteSpec::parse(&paste.relative()).map_err(|traceback| {
+                crate::wsgi::WsgiError::AppImport {
+                    spec: "app.paste".into(),
+                    traceback,
+                }
+            })?;
+            AppSource::Paste(paste)
+        }
+        // Validation guarantees one of the two.
+        (wsgi, _) => AppSource::Wsgi(wsgi.clone().unwrap_or_default()),
     };
-    AppSettings {
+    Ok(AppSettings {
         source,
         python: PythonSetup {
             virtualenv,
@@ -173,7 +178,7 @@ fn app_settings(loaded: &LoadedConfig) -> AppSettings {
         write_timeout: config.server.write_timeout,
         read_timeout: config.server.read_timeout,
         max_body_size: config.limits.max_body_size.0,
-    }
+    })
 }
 
 /// A listener on the runtime.
