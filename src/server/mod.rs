@@ -80,19 +80,20 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(ConnectionCount::default());
     let settings = ConnectionSettings::new(config, recycle.clone());
+    let mut accept_loops = Vec::new();
     for listener in std::mem::take(&mut handoff.listeners) {
         let listener =
             into_runtime(listener, tls.as_ref()).map_err(|source| ServerError::Bind {
                 address: "inherited listener".into(),
                 source,
             })?;
-        tokio::spawn(accept_loop(
+        accept_loops.push(tokio::spawn(accept_loop(
             listener,
             service.clone(),
             settings.clone(),
             stop_rx.clone(),
             connections.clone(),
-        ));
+        )));
     }
 
     tracing::info!(
@@ -117,6 +118,11 @@ pub async fn run(
         config.server.graceful_timeout
     );
     let _ = stop_tx.send(true);
+    // A loop may be accepting a connection right now: count it before waiting for the
+    // count to reach zero. What the kernel queued since stays for the next worker.
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
     let drained =
         tokio::time::timeout(config.server.graceful_timeout, connections.all_closed()).await;
     match drained {
@@ -233,8 +239,9 @@ async fn accept_loop(
             scheme: "http",
         };
         let accepted = tokio::select! {
-            accepted = accept(&listener, info) => accepted,
+            biased;
             _ = stop.changed() => return,
+            accepted = accept(&listener, info) => accepted,
         };
         let (stream, info) = match accepted {
             Ok(accepted) => accepted,

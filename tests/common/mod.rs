@@ -358,6 +358,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The gateway's own account of a failed test, for CI logs.
+            eprintln!(
+                "--- gateway log ---\n{}--- end of gateway log ---",
+                self.logs()
+            );
+        }
     }
 }
 
