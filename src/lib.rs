@@ -7,6 +7,7 @@
 //! - [`pipeline`]: configuration in, one tower service out, ending in the application.
 //! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
 //! - [`workers`]: the supervisor process and the worker processes it runs.
+//! - [`metrics`]: request and process metrics, summed across workers.
 //! - [`http_error`]: the gateway's own error responses.
 //! - [`telemetry`]: logging setup.
 //!
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod http_error;
+pub mod metrics;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;

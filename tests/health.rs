@@ -7,25 +7,7 @@ use std::io::{BufReader, Write};
 use common::{read_response, GatewayBuilder};
 
 fn admin_get(gateway: &common::Gateway, path: &str) -> common::Response {
-    let logs = gateway.wait_for_log("admin endpoints (/healthz, /readyz) on http://");
-    let at = logs
-        .find("admin endpoints (/healthz, /readyz) on http://")
-        .unwrap();
-    let addr: std::net::SocketAddr = logs
-        [at + "admin endpoints (/healthz, /readyz) on http://".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(common::WAIT)).unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
-    read_response(&mut BufReader::new(stream), false).unwrap()
+    gateway.admin_get(path)
 }
 
 #[test]

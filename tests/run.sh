@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Run the whole test suite: the README's test command, and what CI runs.
 #
-# Creates tests/.venv (with the Python the gateway is built against) holding the real
+# Installs promtool if missing, creates tests/.venv (with the Python the gateway is built against) holding the real
 # packages the tests serve (Flask, Django, Beaker, Paste), then runs cargo's tests,
 # which start the real binary on port 0 and talk HTTP to it over loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# promtool (Debian package prometheus) checks the /metrics output.
+if ! command -v promtool >/dev/null; then
+    echo "tests/run.sh: installing promtool (apt package prometheus)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 python="${PYO3_PYTHON:-python3}"
 venv=tests/.venv

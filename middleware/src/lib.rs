@@ -35,6 +35,16 @@ pub struct ConnectionInfo {
     pub scheme: &'static str,
 }
 
+/// The W3C ids of the request's server span, in the request's extensions when traces
+/// are exported (the access log can write them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceIds {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+}
+
 /// The user an auth layer authenticated; becomes `REMOTE_USER` in the WSGI environ.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticatedUser(pub String);

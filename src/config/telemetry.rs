@@ -1,4 +1,4 @@
-//! `[telemetry]`: how the gateway logs.
+//! `[telemetry]`: logs, the admin listener, and OTLP export.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +14,16 @@ pub struct TelemetryConfig {
     /// `"HOST:PORT"` of the admin listener (`/healthz`, `/readyz`), never routed into
     /// the application. Unset: no admin listener.
     pub admin_bind: Option<String>,
-    /// OTLP endpoint for traces, e.g. `"http://collector:4317"` (gRPC) or
-    /// `"http://collector:4318/v1/traces"` (HTTP). Unset: `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// (or `..._TRACES_ENDPOINT`) if set, else no tracing.
+    /// OTLP collector for traces and metrics, e.g. `"http://collector:4317"` (gRPC) or
+    /// `"http://collector:4318"` (HTTP; `/v1/traces` and `/v1/metrics` are appended).
+    /// Unset: the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables if set, else no export.
     pub otlp_endpoint: Option<String>,
     /// `"grpc"` or `"http/protobuf"`. Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
     pub otlp_protocol: Option<String>,
+    /// How often metrics are exported over OTLP. Unset: `OTEL_METRIC_EXPORT_INTERVAL`
+    /// (milliseconds), else 60s.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Option<std::time::Duration>,
 }
 
 /// The shape of log lines.
@@ -41,6 +45,7 @@ impl Default for TelemetryConfig {
             admin_bind: None,
             otlp_endpoint: None,
             otlp_protocol: None,
+            metrics_interval: None,
         }
     }
 }

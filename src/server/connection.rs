@@ -22,6 +22,7 @@ use tower::{Service, ServiceExt};
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use super::ConnectionInfo;
 use crate::config::GatewayConfig;
+use crate::metrics::{Direction, MeteredBody, RequestMeter};
 use crate::pipeline::GatewayService;
 
 /// Protocol settings shared by all connections.
@@ -159,6 +160,13 @@ pub async fn serve<T>(
             requests.saw_http2();
         }
         let span = super::tracing_span::request_span(&parts, &info);
+        if let Some((trace_id, span_id)) = crate::telemetry::trace_ids::of(&span) {
+            parts
+                .extensions
+                .insert(gateway_middleware::TraceIds { trace_id, span_id });
+        }
+        let meter = RequestMeter::start(&parts.method, info.scheme, parts.version);
+        let body = MeteredBody::new(body, meter.clone(), Direction::Request);
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         budget.count();
@@ -169,6 +177,7 @@ pub async fn serve<T>(
         async move {
             let mut response = response.await?;
             super::tracing_span::record_status(&span, response.status());
+            meter.responded(response.status());
             if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
                 response.headers_mut().insert(
                     http::header::CONNECTION,
@@ -176,7 +185,7 @@ pub async fn serve<T>(
                 );
             }
             Ok::<_, Infallible>(response.map(|inner| TrackedBody {
-                inner,
+                inner: MeteredBody::new(inner, meter, Direction::Response),
                 _finished: finished,
             }))
         }
@@ -309,7 +318,7 @@ impl Drop for FinishGuard {
 
 /// A response body that reports to the connection when it is done.
 struct TrackedBody {
-    inner: Body,
+    inner: MeteredBody<Body>,
     _finished: FinishGuard,
 }
 

@@ -52,6 +52,13 @@ pub async fn run(
     mut handoff: crate::workers::WorkerHandoff,
 ) -> Result<Stopped, ServerError> {
     let config = &loaded.config;
+    if let Some(fd) = handoff.metrics_fd.take() {
+        // SAFETY: the supervisor handed this memfd to this process alone.
+        match unsafe { crate::metrics::Region::inherited(fd) } {
+            Ok(region) => crate::metrics::install(region),
+            Err(error) => tracing::warn!("{error}; this worker's metrics are not reported"),
+        }
+    }
     let app_settings = app_settings(&loaded)?;
     let plan = pipeline::plan(config, &loaded.base_dir())?;
     tracing::info!("pipeline: {}", pipeline::describe(config));

@@ -1,17 +1,21 @@
-//! The admin listener: health endpoints on a port of their own, never routed into the
+//! The admin listener: health and metrics endpoints on a port of their own, never routed into the
 //! application. Served by the supervisor, which outlives every worker.
 //!
 //! - `GET /healthz`: 200 while the supervisor runs (liveness).
 //! - `GET /readyz`: 200 while at least one worker has imported the application and
 //!   serves; 503 while starting, while no worker is up, and while draining (readiness).
+//! - `GET /metrics`: every worker's metrics, summed, in the Prometheus text format.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+
+use crate::metrics::{prometheus, MetricsHub};
 
 /// What the health endpoints report.
 #[derive(Debug, Default)]
@@ -62,16 +66,36 @@ impl Health {
     }
 }
 
+/// The shared state of the admin routes.
+#[derive(Clone)]
+struct AdminState {
+    health: Arc<Health>,
+    metrics: Arc<Mutex<MetricsHub>>,
+}
+
 /// The admin routes.
-pub fn router(health: Arc<Health>) -> Router {
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(health)
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
-    match health.ready() {
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state
+        .metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .snapshot();
+    (
+        [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
+        prometheus::render(&snapshot),
+    )
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    match state.health.ready() {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,9 +105,14 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
 }
 
 /// Serve the admin routes on `listener` until the process exits.
-pub fn spawn(listener: tokio::net::TcpListener, health: Arc<Health>) {
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Mutex<MetricsHub>>,
+) {
+    let state = AdminState { health, metrics };
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router(health)).await {
+        if let Err(error) = axum::serve(listener, router(state)).await {
             tracing::error!("admin listener failed: {error}");
         }
     });

@@ -5,7 +5,8 @@
 //! with the same arguments, plus these environment variables:
 //! - `WSGI_GATEWAY_WORKER`: the worker's slot number;
 //! - `WSGI_GATEWAY_LISTEN_FDS`: inherited listener descriptors, `3:tcp,4:unix`;
-//! - `WSGI_GATEWAY_READY_FD`: a pipe the worker writes one byte to once it serves.
+//! - `WSGI_GATEWAY_READY_FD`: a pipe the worker writes one byte to once it serves;
+//! - `WSGI_GATEWAY_METRICS_FD`: the shared memory the worker counts its metrics in.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -14,6 +15,7 @@ use crate::server::BoundListener;
 const WORKER: &str = "WSGI_GATEWAY_WORKER";
 const LISTEN_FDS: &str = "WSGI_GATEWAY_LISTEN_FDS";
 const READY_FD: &str = "WSGI_GATEWAY_READY_FD";
+const METRICS_FD: &str = "WSGI_GATEWAY_METRICS_FD";
 
 /// Exit code of a worker that stopped to be replaced (max_requests, reload): not a crash.
 pub const EXIT_RECYCLE: i32 = 3;
@@ -25,6 +27,8 @@ pub struct WorkerHandoff {
     /// Listening sockets, in `server.bind` order.
     pub listeners: Vec<BoundListener>,
     ready: Option<OwnedFd>,
+    /// The descriptor of the metrics region, if one was handed over.
+    pub metrics_fd: Option<RawFd>,
 }
 
 impl WorkerHandoff {
@@ -55,15 +59,19 @@ impl WorkerHandoff {
             .and_then(|fd| fd.parse::<RawFd>().ok())
             // SAFETY: as above; the write end of the readiness pipe is ours.
             .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let metrics_fd = std::env::var(METRICS_FD)
+            .ok()
+            .and_then(|fd| fd.parse::<RawFd>().ok());
         // Children of the worker (subprocesses of the app) must not inherit these.
         // Called at start-up, before any other thread reads the environment.
-        for name in [WORKER, LISTEN_FDS, READY_FD] {
+        for name in [WORKER, LISTEN_FDS, READY_FD, METRICS_FD] {
             std::env::remove_var(name);
         }
         Some(Self {
             slot,
             listeners,
             ready,
+            metrics_fd,
         })
     }
 
@@ -81,15 +89,20 @@ pub fn worker_env(
     slot: usize,
     listeners: &[BoundListener],
     ready_fd: RawFd,
+    metrics_fd: Option<RawFd>,
 ) -> Vec<(&'static str, String)> {
     let fds = listeners
         .iter()
         .map(|l| format!("{}:{}", l.raw_fd(), l.kind()))
         .collect::<Vec<_>>()
         .join(",");
-    vec![
+    let mut env = vec![
         (WORKER, slot.to_string()),
         (LISTEN_FDS, fds),
         (READY_FD, ready_fd.to_string()),
-    ]
+    ];
+    if let Some(fd) = metrics_fd {
+        env.push((METRICS_FD, fd.to_string()));
+    }
+    env
 }

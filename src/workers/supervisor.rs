@@ -27,11 +27,14 @@ use std::sync::Arc;
 use super::admin;
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
+use crate::metrics::{MetricsHub, RestartReason};
 use crate::server::BoundListener;
 
 /// Crashes within [`CRASH_WINDOW`] that count as a crash loop.
 const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
+/// How long the metrics export at shutdown may take.
+const FINAL_EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a new worker may take to import the app and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -82,6 +85,7 @@ struct Supervisor {
     exits: mpsc::UnboundedSender<(u32, ExitStatus)>,
     exited: mpsc::UnboundedReceiver<(u32, ExitStatus)>,
     health: Arc<admin::Health>,
+    metrics: Arc<std::sync::Mutex<MetricsHub>>,
     crashes: Vec<Instant>,
     graceful_timeout: Duration,
 }
@@ -92,6 +96,9 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
     let listeners = crate::server::bind_all(&config.server)
         .map_err(|(address, source)| SupervisorError::Bind { address, source })?;
     let health = admin::Health::new(config.server.workers);
+    let metrics = Arc::new(std::sync::Mutex::new(MetricsHub::new()));
+    let (stop_exports, exports_stopped) = tokio::sync::watch::channel(false);
+    let exporter = start_metrics_export(&loaded, metrics.clone(), exports_stopped);
     if let Some(address) = &config.telemetry.admin_bind {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -100,9 +107,9 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
                 source,
             })?;
         if let Ok(local) = listener.local_addr() {
-            tracing::info!("admin endpoints (/healthz, /readyz) on http://{local}");
+            tracing::info!("admin endpoints (/healthz, /readyz, /metrics) on http://{local}");
         }
-        admin::spawn(listener, health.clone());
+        admin::spawn(listener, health.clone(), metrics.clone());
     }
     let (exits, exited) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
@@ -111,6 +118,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         exits,
         exited,
         health,
+        metrics,
         crashes: Vec::new(),
         graceful_timeout: config.server.graceful_timeout,
     };
@@ -162,19 +170,79 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
             let _ = std::fs::remove_file(path);
         }
     }
+    // The last export carries the final counts of the workers that just drained.
+    let _ = stop_exports.send(true);
+    if let Some(exporter) = exporter {
+        // Bounded: a collector that is down must not hold the shutdown up.
+        if tokio::time::timeout(FINAL_EXPORT_TIMEOUT, exporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last metrics export did not finish in {FINAL_EXPORT_TIMEOUT:?}");
+        }
+    }
     tracing::info!("all workers stopped; exiting");
     Ok(())
+}
+
+/// Start exporting metrics over OTLP if an endpoint is configured.
+fn start_metrics_export(
+    loaded: &LoadedConfig,
+    hub: Arc<std::sync::Mutex<MetricsHub>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use crate::telemetry::endpoint::{resolve, Signal};
+    let telemetry = &loaded.config.telemetry;
+    let target = match resolve(telemetry, Signal::Metrics) {
+        Ok(Some(target)) => target,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::error!("metrics are not exported: {error}");
+            return None;
+        }
+    };
+    let interval = telemetry
+        .metrics_interval
+        .or_else(|| {
+            std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis)
+        })
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_millis(100));
+    let endpoint = target.endpoint.clone();
+    match crate::metrics::otlp::OtlpMetricsExporter::new(target) {
+        Ok(exporter) => {
+            tracing::info!(?interval, "exporting metrics over OTLP to {endpoint}");
+            Some(tokio::spawn(crate::metrics::otlp::run_periodic(
+                exporter, hub, interval, stop,
+            )))
+        }
+        Err(error) => {
+            tracing::error!("metrics are not exported: {error}");
+            None
+        }
+    }
 }
 
 impl Supervisor {
     /// Start a worker for `slot`: this binary, same arguments, plus the handoff.
     fn spawn(&mut self, slot: usize) -> Result<Starting, SupervisorError> {
         let (read_end, write_end) = pipe().map_err(SupervisorError::Spawn)?;
+        let region = match self.hub().new_region() {
+            Ok(region) => Some(region),
+            Err(error) => {
+                tracing::warn!("{error}; the new worker's metrics are not reported");
+                None
+            }
+        };
+        let metrics_fd = region.as_ref().and_then(crate::metrics::Region::fd);
         let exe = std::env::current_exe().map_err(SupervisorError::Spawn)?;
         let mut command = std::process::Command::new(exe);
         command.args(std::env::args_os().skip(1));
         let write_fd = write_end.as_raw_fd();
-        for (key, value) in worker_env(slot, &self.listeners, write_fd) {
+        for (key, value) in worker_env(slot, &self.listeners, write_fd, metrics_fd) {
             command.env(key, value);
         }
         let inherited: Vec<RawFd> = self
@@ -182,6 +250,7 @@ impl Supervisor {
             .iter()
             .map(BoundListener::raw_fd)
             .chain([write_fd])
+            .chain(metrics_fd)
             .collect();
         let supervisor = std::process::id() as libc::pid_t;
         // SAFETY: between fork and exec only async-signal-safe calls are made (fcntl,
@@ -211,6 +280,9 @@ impl Supervisor {
             .map_err(SupervisorError::Spawn)?;
         drop(write_end);
         let pid = child.id().unwrap_or(0);
+        if let Some(region) = region {
+            self.hub().worker_started(pid, region);
+        }
         let exits = self.exits.clone();
         tokio::spawn(async move {
             if let Ok(status) = child.wait().await {
@@ -289,6 +361,7 @@ impl Supervisor {
                     self.health.worker_gone();
                 }
                 send_signal(old_pid, libc::SIGTERM);
+                self.hub().worker_restarted(RestartReason::Reload);
             }
         }
         tracing::info!("reload complete");
@@ -296,6 +369,7 @@ impl Supervisor {
 
     /// A worker exited: replace it unless it was told to stop.
     async fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), SupervisorError> {
+        self.hub().worker_exited(pid);
         let Some(worker) = self.workers.remove(&pid) else {
             return Ok(());
         };
@@ -307,6 +381,11 @@ impl Supervisor {
             return Ok(());
         }
         let recycled = status.code() == Some(EXIT_RECYCLE);
+        self.hub().worker_restarted(if recycled {
+            RestartReason::Recycle
+        } else {
+            RestartReason::Crash
+        });
         if recycled {
             tracing::info!(
                 pid,
@@ -346,6 +425,10 @@ impl Supervisor {
         Ok(())
     }
 
+    fn hub(&self) -> std::sync::MutexGuard<'_, MetricsHub> {
+        self.metrics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// SIGTERM every worker, wait for them within the graceful timeout, then kill.
     async fn stop_all(&mut self) {
         self.health.draining();
@@ -363,6 +446,7 @@ impl Supervisor {
             match tokio::time::timeout_at(deadline, self.exited.recv()).await {
                 Ok(Some((pid, _))) => {
                     self.workers.remove(&pid);
+                    self.hub().worker_exited(pid);
                 }
                 Ok(None) => break,
                 Err(_) => {

@@ -5,7 +5,7 @@
 //! no thread-state creation. Requests arrive through one MPMC channel; the response
 //! goes back through a oneshot (the head) and a bounded channel (a streamed body).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Job {
 pub struct AppContext {
     /// The WSGI callable (the innermost application, or the outermost Python layer).
     pub app: Py<PyAny>,
+    /// The layers of the outermost Python segment (its span's `wsgi.layers`).
+    pub first_segment: String,
     /// The environ template.
     pub environ: EnvironBuilder,
     /// The runtime the connection tasks run on.
@@ -48,61 +50,54 @@ pub struct AppContext {
     pub max_body_size: u64,
 }
 
-/// Live counters of the pool.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Threads running application code now.
-    pub busy: AtomicUsize,
-}
-
 /// A running pool of Python threads.
+///
+/// Its busy threads and queue depth are kept in this process's metrics
+/// ([`crate::metrics::worker`]), where `/metrics` and the OTLP export read them.
 pub struct PythonPool {
     jobs: Sender<Job>,
-    stats: Arc<PoolStats>,
 }
 
 impl PythonPool {
     /// Start `threads` pool threads serving `context`.
     pub fn start(threads: usize, context: Arc<AppContext>) -> std::io::Result<Self> {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
-        let stats = Arc::new(PoolStats::default());
         for index in 0..threads {
             let queue = queue.clone();
             let context = context.clone();
-            let stats = stats.clone();
             std::thread::Builder::new()
                 .name(format!("python-{index}"))
-                .spawn(move || serve_forever(&queue, &context, &stats))?;
+                .spawn(move || serve_forever(&queue, &context))?;
+            crate::metrics::worker()
+                .python_threads
+                .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Self { jobs, stats })
+        Ok(Self { jobs })
     }
 
     /// Queue a request; fails only when the pool has stopped.
     pub fn submit(&self, job: Job) -> Result<(), WsgiError> {
-        self.jobs.send(job).map_err(|_| WsgiError::PoolClosed)
-    }
-
-    /// Requests waiting for a free Python thread.
-    pub fn queued(&self) -> usize {
-        self.jobs.len()
-    }
-
-    /// Threads running application code now.
-    pub fn busy(&self) -> usize {
-        self.stats.busy.load(Ordering::Relaxed)
+        let queued = &crate::metrics::worker().python_queued;
+        queued.fetch_add(1, Ordering::Relaxed);
+        self.jobs.send(job).map_err(|_| {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            WsgiError::PoolClosed
+        })
     }
 }
 
-fn serve_forever(queue: &Receiver<Job>, context: &AppContext, stats: &PoolStats) {
+fn serve_forever(queue: &Receiver<Job>, context: &AppContext) {
+    let metrics = crate::metrics::worker();
     Python::attach(|py| loop {
         let Ok(job) = py.detach(|| queue.recv()) else {
             return;
         };
-        stats.busy.fetch_add(1, Ordering::Relaxed);
+        metrics.python_queued.fetch_sub(1, Ordering::Relaxed);
+        metrics.python_busy.fetch_add(1, Ordering::Relaxed);
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             call::run(py, context, job);
         }));
-        stats.busy.fetch_sub(1, Ordering::Relaxed);
+        metrics.python_busy.fetch_sub(1, Ordering::Relaxed);
         if served.is_err() {
             // The reply channel was dropped with the job: the client gets a 500.
             tracing::error!("a Python thread panicked while serving a request; it keeps serving");

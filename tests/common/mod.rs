@@ -207,7 +207,11 @@ impl GatewayBuilder {
                     let Ok(line) = line else { break };
                     if let Some(at) = line.find("listening on http://") {
                         let rest = &line[at + "listening on http://".len()..];
-                        let addr = rest.split_whitespace().next().unwrap_or("");
+                        // Text lines end the address with a space, JSON lines with a quote.
+                        let addr = rest
+                            .split(|c: char| c.is_whitespace() || c == '"')
+                            .next()
+                            .unwrap_or("");
                         if let Ok(addr) = addr.parse::<SocketAddr>() {
                             let _ = addr_tx.send(addr);
                         }
@@ -327,6 +331,32 @@ impl Gateway {
         stream.write_all(body).unwrap();
         let mut reader = BufReader::new(stream);
         read_response(&mut reader, method == "HEAD").expect("a complete response")
+    }
+
+    /// The admin listener's address, from its start-up log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        const LINE: &str = "admin endpoints (/healthz, /readyz, /metrics) on http://";
+        let logs = self.wait_for_log(LINE);
+        let at = logs.find(LINE).unwrap() + LINE.len();
+        logs[at..]
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("an admin address")
+    }
+
+    /// `GET path` on the admin listener.
+    pub fn admin_get(&self, path: &str) -> Response {
+        let mut stream = TcpStream::connect(self.admin_addr()).expect("connect to admin");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        read_response(&mut BufReader::new(stream), false).expect("a complete admin response")
     }
 
     /// `GET target`.

@@ -6,7 +6,7 @@ use http::HeaderName;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     /// An atom gunicorn does not define.
-    #[error("unknown access log atom %({0})s; known: h l u t r m U q H s B b f a T D M L p {{header}}i {{header}}o {{name}}e")]
+    #[error("unknown access log atom %({0})s; known: h l u t r m U q H s B b f a T D M L p trace_id span_id {{header}}i {{header}}o {{name}}e")]
     UnknownAtom(String),
     /// A `%(` without its closing `)s`.
     #[error("unterminated atom at byte {0} of the access log format")]
@@ -65,6 +65,10 @@ pub enum Atom {
     ResponseHeader(HeaderName),
     /// `{name}e`: an environment variable of the gateway process.
     Env(String),
+    /// `trace_id`: the request's W3C trace id (`-` when traces are not exported).
+    TraceId,
+    /// `span_id`: the id of the request's server span (`-` when not exported).
+    SpanId,
 }
 
 /// How access log lines look.
@@ -162,6 +166,8 @@ fn atom(name: &str) -> Result<Atom, FormatError> {
         "M" => Atom::Millis,
         "L" => Atom::DecimalSeconds,
         "p" => Atom::Pid,
+        "trace_id" => Atom::TraceId,
+        "span_id" => Atom::SpanId,
         _ => return Err(FormatError::UnknownAtom(name.into())),
     })
 }
@@ -186,6 +192,10 @@ mod tests {
         assert!(matches!(&atoms[8], Atom::ResponseHeader(h) if h == "content-type"));
         assert_eq!(atoms[10], Atom::Micros);
         assert_eq!(LogFormat::parse("json").unwrap(), LogFormat::Json);
+        assert_eq!(
+            LogFormat::parse("%(trace_id)s/%(span_id)s").unwrap(),
+            LogFormat::Atoms(vec![Atom::TraceId, Atom::Literal("/".into()), Atom::SpanId])
+        );
         assert_eq!(
             LogFormat::parse("%(zz)s"),
             Err(FormatError::UnknownAtom("zz".into()))

@@ -28,7 +28,7 @@ use tower::{Layer, Service};
 pub use format::{Atom, FormatError, LogFormat};
 pub use sink::{LogSink, Output};
 
-use crate::{AuthenticatedUser, Body, ConnectionInfo};
+use crate::{AuthenticatedUser, Body, ConnectionInfo, TraceIds};
 
 /// Writes an access log line for every response.
 #[derive(Clone, Debug)]
@@ -96,6 +96,7 @@ struct RequestFacts {
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     request_id: String,
+    trace: Option<TraceIds>,
     wanted_headers: Vec<Option<HeaderValue>>,
 }
 
@@ -137,6 +138,7 @@ where
             referer: headers.get(header::REFERER).cloned(),
             user_agent: headers.get(header::USER_AGENT).cloned(),
             request_id: request_id(headers),
+            trace: request.extensions().get::<TraceIds>().cloned(),
             wanted_headers: self
                 .shared
                 .request_headers
@@ -230,6 +232,8 @@ impl PendingLine {
             "referer": text(&self.facts.referer),
             "user_agent": text(&self.facts.user_agent),
             "user": self.user,
+            "trace_id": self.facts.trace.as_ref().map(|t| &t.trace_id),
+            "span_id": self.facts.trace.as_ref().map(|t| &t.span_id),
         })
         .to_string();
         line.push('\n');
@@ -280,6 +284,14 @@ impl PendingLine {
                     write!(line, "{}", value(wanted.next().and_then(Option::as_ref)))
                 }
                 Atom::ResponseHeader(name) => write!(line, "{}", value(self.headers.get(name))),
+                Atom::TraceId => match &self.facts.trace {
+                    Some(trace) => write!(line, "{}", trace.trace_id),
+                    None => write!(line, "-"),
+                },
+                Atom::SpanId => match &self.facts.trace {
+                    Some(trace) => write!(line, "{}", trace.span_id),
+                    None => write!(line, "-"),
+                },
                 Atom::Env(name) => write!(
                     line,
                     "{}",

@@ -1,6 +1,7 @@
 //! Logging and tracing setup.
 //!
-//! Logs: text or JSON lines on stderr, filtered by `RUST_LOG` or `telemetry.log_level`.
+//! Logs: text or JSON lines on stderr, filtered by `RUST_LOG` or `telemetry.log_level`;
+//! JSON lines logged during a traced request carry its `trace_id` and `span_id`.
 //! Traces: when an OTLP endpoint is configured (`telemetry.otlp_endpoint` or the
 //! standard `OTEL_EXPORTER_OTLP_*` variables), request spans are exported over gRPC or
 //! HTTP/protobuf by a batch processor on its own thread, so a slow or absent collector
@@ -9,8 +10,13 @@
 //! [`SPAN_TARGET`], which only the tracing layer enables: without an exporter their
 //! callsites stay disabled and cost nothing.
 
+pub mod endpoint;
+pub mod trace_ids;
+
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::WithExportConfig;
+
+use endpoint::{Protocol, Signal};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -63,7 +69,9 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .flatten_event(true)
+            .event_format(trace_ids::JsonWithTraceIds(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),
@@ -97,57 +105,44 @@ pub fn tracing_enabled() -> bool {
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<Option<SdkTracerProvider>, TelemetryError> {
-    let from_env = [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    if config.otlp_endpoint.is_none() && !from_env {
+    let target =
+        endpoint::resolve(config, Signal::Traces).map_err(|e| TelemetryError(e.to_string()))?;
+    let Some(target) = target else {
         return Ok(None);
-    }
-    let protocol = config
-        .otlp_protocol
-        .clone()
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").ok())
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok())
-        .unwrap_or_else(|| "grpc".into());
-    let exporter = match protocol.as_str() {
-        "grpc" => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-            if let Some(endpoint) = &config.otlp_endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            builder.build()
-        }
-        "http/protobuf" => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(endpoint) = &config.otlp_endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            builder.build()
-        }
-        other => {
-            return Err(TelemetryError(format!(
-                "unknown OTLP protocol {other:?}: use grpc or http/protobuf"
-            )))
-        }
+    };
+    let exporter = match target.protocol {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&target.endpoint)
+            .build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(&target.endpoint)
+            .build(),
     }
     .map_err(|e| TelemetryError(e.to_string()))?;
-    let resource = opentelemetry_sdk::Resource::builder().build();
-    let resource = if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name("wsgi-gateway")
-            .build()
-    } else {
-        resource
-    };
     Ok(Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource)
+            .with_resource(resource())
             .build(),
     ))
+}
+
+/// The resource every signal carries: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+/// as the SDK reads them, with `service.name` defaulting to `wsgi-gateway`.
+pub fn resource() -> opentelemetry_sdk::Resource {
+    let named_in_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+        attributes
+            .split(',')
+            .any(|a| a.trim().starts_with("service.name="))
+    });
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() || named_in_attributes {
+        opentelemetry_sdk::Resource::builder().build()
+    } else {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name("wsgi-gateway")
+            .build()
+    }
 }
