@@ -29,10 +29,11 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         reply,
         span,
     } = job;
-    // The application's span: a child of the request's, current on this thread while
-    // the app runs, iterates and closes.
+    // The outermost Python segment's span: a child of the request's, current on this
+    // thread while the segment runs, iterates and closes.
     let app_span = span.as_ref().map(|parent| {
-        tracing::info_span!(target: crate::telemetry::SPAN_TARGET, parent: parent, "WSGI application")
+        let _parent = parent.enter();
+        super::traced::segment_span("python segment", &context.first_segment)
     });
     let _in_app_span = app_span.as_ref().map(tracing::Span::enter);
     let overflowed = Arc::new(AtomicBool::new(false));
@@ -111,7 +112,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
 /// Hand the application span's W3C context to the app (`HTTP_TRACEPARENT`, and
 /// `HTTP_TRACESTATE` when there is one), replacing what the client sent, so an app
 /// instrumented with the OpenTelemetry SDK continues the gateway's trace.
-fn set_trace_context(
+pub(super) fn set_trace_context(
     environ: &Bound<'_, pyo3::types::PyDict>,
     span: &tracing::Span,
 ) -> PyResult<()> {

@@ -10,24 +10,72 @@ use tower::ServiceExt;
 
 use super::bridge::{InlineApp, NativeBridge};
 use super::interpreter::format_exception;
+use super::traced::TracedCallable;
 use super::{AppSpec, WsgiError};
 use crate::pipeline::{NativeLayer, PythonStage, Stage};
 
-/// Wrap `app` in `stages` (outermost first) and return the outermost callable.
+/// The outermost callable of the Python side and what its first segment holds.
+pub struct Composed {
+    /// What the pool threads call.
+    pub callable: Py<PyAny>,
+    /// The layers of the outermost Python segment, for its span (`wsgi.layers`).
+    pub first_segment: String,
+}
+
+/// Wrap `app` in `stages` (outermost first) and return the outermost callable. With
+/// `traced`, the app and each inner Python segment are called inside spans of their own
+/// ([`TracedCallable`]).
 pub fn compose(
     py: Python<'_>,
     app: Py<PyAny>,
+    app_name: &str,
     stages: &[Stage],
     runtime: &Handle,
-) -> Result<Py<PyAny>, WsgiError> {
-    let mut callable = app;
+    traced: bool,
+) -> Result<Composed, WsgiError> {
+    let traced_callable = |inner, name: &str, layers: &str| {
+        TracedCallable::wrap(py, inner, name, layers)
+            .map_err(|e| WsgiError::Interpreter(e.to_string()))
+    };
+    let mut callable = if traced {
+        traced_callable(app, "WSGI application", app_name)?
+    } else {
+        app
+    };
+    // The layers of the segment being built, innermost first.
+    let mut segment = vec![app_name.to_owned()];
     for stage in stages.iter().rev() {
         callable = match stage {
-            Stage::Python(python) => wrap_python(py, callable, python)?,
-            Stage::Native(layers) => wrap_native(py, callable, layers, runtime)?,
+            Stage::Python(python) => {
+                segment.push(python.spec.clone());
+                wrap_python(py, callable, python)?
+            }
+            Stage::Native(layers) => {
+                let inner = if traced {
+                    traced_callable(callable, "python segment", &describe(&segment))?
+                } else {
+                    callable
+                };
+                segment.clear();
+                wrap_native(py, inner, layers, runtime)?
+            }
         };
     }
-    Ok(callable)
+    Ok(Composed {
+        callable,
+        first_segment: describe(&segment),
+    })
+}
+
+/// Outermost first: `"beaker.middleware:SessionMiddleware -> app:application"`.
+fn describe(innermost_first: &[String]) -> String {
+    let mut layers: Vec<&str> = innermost_first.iter().map(String::as_str).collect();
+    layers.reverse();
+    if layers.is_empty() {
+        "native layers".to_owned()
+    } else {
+        layers.join(" -> ")
+    }
 }
 
 fn wrap_python(

@@ -23,6 +23,7 @@ pub mod interpreter;
 pub mod pool;
 pub mod response;
 pub mod service;
+mod traced;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +93,12 @@ pub fn load(
             (AppSource::Paste(paste), _) => interpreter::load_paste(py, paste)?,
             (AppSource::Wsgi(_), None) => unreachable!("parsed above"),
         };
-        let app = compose::compose(py, app, stages, &runtime)?;
+        let app_name = match &settings.source {
+            AppSource::Wsgi(raw) => raw.clone(),
+            AppSource::Paste(paste) => format!("{}#{}", paste.file.display(), paste.name),
+        };
+        let traced = crate::telemetry::tracing_enabled();
+        let composed = compose::compose(py, app, &app_name, stages, &runtime, traced)?;
         let objects = (|| -> PyResult<_> {
             let errors = Bound::new(py, ErrorStream::default())?.into_any();
             let file_wrapper = py.get_type::<FileWrapper>().into_any();
@@ -100,7 +106,8 @@ pub fn load(
         })();
         let environ = objects.map_err(|e| WsgiError::Interpreter(e.to_string()))?;
         Ok(AppContext {
-            app,
+            app: composed.callable,
+            first_segment: composed.first_segment,
             environ,
             runtime,
             write_timeout: settings.write_timeout,
