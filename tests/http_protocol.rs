@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
-use common::{read_response, read_to_close, GatewayBuilder};
+use common::{eventually, read_response, read_to_close, GatewayBuilder};
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
@@ -126,6 +126,62 @@ async fn http2_with_prior_knowledge_multiplexes_requests() {
     assert_eq!(env["SERVER_NAME"], "h2.test");
     assert_eq!(env["QUERY_STRING"], "x=1");
     assert_eq!(env["CONTENT_LENGTH"], "3");
+}
+
+/// SIGTERM with an HTTP/2 connection open: GOAWAY, so the client opens no new stream on
+/// it, while the stream in flight still gets its whole response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_drain_sends_goaway_and_finishes_streams_in_flight() {
+    use http_body_util::BodyExt;
+    let mut gateway = GatewayBuilder::new().start();
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let get = |target: &str| {
+        http::Request::builder()
+            .uri(format!("http://h2.test{target}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let mut slow_sender = sender.clone();
+    let slow_request = get("/sleep?s=1.5");
+    let slow = tokio::spawn(async move {
+        let response = slow_sender.send_request(slow_request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap().to_bytes()
+    });
+    eventually("the slow request to start", || {
+        (gateway.get_json("/calls")["count"].as_i64().unwrap() >= 2).then_some(())
+    });
+    gateway.signal(libc::SIGTERM);
+    gateway.wait_for_log("stopping: no new connections");
+    // Once GOAWAY has arrived, the connection takes no new stream.
+    let mut refused = false;
+    for _ in 0..40 {
+        let mut sender = sender.clone();
+        match sender.send_request(get("/environ")).await {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(response) => assert_eq!(response.status(), 200, "served before GOAWAY"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        refused,
+        "no GOAWAY: the draining server kept taking new streams"
+    );
+    assert_eq!(&slow.await.unwrap()[..], b"slept");
+    // The server closes the connection once its last stream is done.
+    let closed = tokio::time::timeout(common::WAIT, connection).await;
+    assert!(closed.is_ok(), "the connection stayed open after the drain");
+    assert!(gateway.wait_exit().success());
 }
 
 #[test]
