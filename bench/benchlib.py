@@ -53,6 +53,33 @@ def rss_kib(pid):
     return total
 
 
+def descendants(pid):
+    """A process and all its descendants."""
+    found, pids = [], [pid]
+    while pids:
+        p = pids.pop()
+        found.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process tree (every thread), in seconds."""
+    ticks = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def parse_latency(text, label):
     match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\b", text, re.M)
     if not match:
@@ -99,11 +126,17 @@ def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None):
             procs[name] = (proc, port)
         for round_no in range(1, rounds + 1):
             for name, (proc, port) in procs.items():
+                cpu_before = cpu_seconds(proc.pid)
                 result = run_wrk(port, seconds, connections, headers)
+                cpu = cpu_seconds(proc.pid) - cpu_before
+                # The server's own CPU per request: what a load generator on other
+                # cores would see, free of wrk's share of these two cores.
+                result["cpu_us"] = cpu / (result["rps"] * seconds) * 1e6
                 result["rss_mib"] = rss_kib(proc.pid) / 1024
                 results[name].append(result)
                 print(f"round {round_no} {name:13s} {result['rps']:>10.0f} req/s  "
-                      f"p99 {result['p99_ms']:6.2f} ms  rss {result['rss_mib']:6.1f} MiB  "
+                      f"p99 {result['p99_ms']:6.2f} ms  cpu {result['cpu_us']:5.1f} us/req  "
+                      f"rss {result['rss_mib']:6.1f} MiB  "
                       f"non-2xx {result['non2xx']} {result['socket_errors']}", flush=True)
     finally:
         for proc, _ in procs.values():
@@ -118,15 +151,20 @@ def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None):
 def report(results, subject="wsgi-gateway"):
     """Print medians per server and the subject's median ratio against each peer."""
     print()
-    print(f"{'server':13s} {'median req/s':>13s} {'median p99 ms':>14s} {'max RSS MiB':>12s}")
+    print(f"{'server':13s} {'median req/s':>13s} {'median p99 ms':>14s} "
+          f"{'CPU us/req':>11s} {'max RSS MiB':>12s}")
     for name, rows in results.items():
         rps = statistics.median(r["rps"] for r in rows)
         p99 = statistics.median(r["p99_ms"] for r in rows)
+        cpu = statistics.median(r["cpu_us"] for r in rows)
         rss = max(r["rss_mib"] for r in rows)
-        print(f"{name:13s} {rps:>13.0f} {p99:>14.2f} {rss:>12.1f}")
+        print(f"{name:13s} {rps:>13.0f} {p99:>14.2f} {cpu:>11.2f} {rss:>12.1f}")
     for peer in results:
         if peer == subject or subject not in results:
             continue
         ratios = [g["rps"] / p["rps"] for g, p in zip(results[subject], results[peer])]
         print(f"{subject}/{peer}: median ratio {statistics.median(ratios):.2f} "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        cpu = [p["cpu_us"] / g["cpu_us"] for g, p in zip(results[subject], results[peer])]
+        print(f"{peer}/{subject} server CPU per request: median ratio "
+              f"{statistics.median(cpu):.2f} (rounds: {', '.join(f'{r:.2f}' for r in cpu)})")

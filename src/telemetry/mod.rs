@@ -86,10 +86,14 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .with_filter(filter_fn(|metadata| metadata.target() == SPAN_TARGET))
     });
     EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init();
+    // Not `.with(Option<Layer>)`: a `None` layer answers "always" for every callsite, so
+    // the request spans would be created, entered and closed in the registry for every
+    // request even with nothing to export them to.
+    let registry = tracing_subscriber::registry().with(logs);
+    let _ = match traces {
+        Some(traces) => registry.with(traces).try_init(),
+        None => registry.try_init(),
+    };
     Ok(TelemetryGuard { provider })
 }
 
