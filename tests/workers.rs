@@ -165,3 +165,15 @@ fn workers_exit_when_the_supervisor_is_killed() {
         });
     }
 }
+
+#[test]
+fn the_application_subprocesses_inherit_no_gateway_descriptors() {
+    let gateway = GatewayBuilder::new()
+        .config("[telemetry]\nadmin_bind = \"127.0.0.1:0\"\n")
+        .start();
+    let listing = gateway.get("/child-fds").text();
+    assert!(listing.contains("pipe:"), "the listing itself: {listing}");
+    // Neither the listening socket, the readiness pipe's peer, nor the metrics memory.
+    assert!(!listing.contains("socket:"), "{listing}");
+    assert!(!listing.contains("memfd:"), "{listing}");
+}

@@ -47,6 +47,9 @@ impl Region {
     pub unsafe fn inherited(fd: RawFd) -> Result<Self, MetricsError> {
         // SAFETY: guaranteed by the caller.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Not for the application's subprocesses.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: fstat fills the buffer for an open descriptor.
         if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } == -1 {

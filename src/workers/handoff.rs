@@ -41,6 +41,7 @@ impl WorkerHandoff {
             .filter_map(|entry| {
                 let (fd, kind) = entry.split_once(':')?;
                 let fd = fd.parse::<RawFd>().ok()?;
+                close_on_exec(fd);
                 // SAFETY: the supervisor passed these descriptors to us for our use.
                 Some(unsafe {
                     match kind {
@@ -58,7 +59,10 @@ impl WorkerHandoff {
             .ok()
             .and_then(|fd| fd.parse::<RawFd>().ok())
             // SAFETY: as above; the write end of the readiness pipe is ours.
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+            .map(|fd| unsafe {
+                close_on_exec(fd);
+                OwnedFd::from_raw_fd(fd)
+            });
         let metrics_fd = std::env::var(METRICS_FD)
             .ok()
             .and_then(|fd| fd.parse::<RawFd>().ok());
@@ -105,4 +109,11 @@ pub fn worker_env(
         env.push((METRICS_FD, fd.to_string()));
     }
     env
+}
+
+/// Keep an inherited descriptor from leaking into the application's subprocesses (a
+/// child holding a listening socket would keep the port after the worker exits).
+fn close_on_exec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor handed to this process.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }

@@ -277,6 +277,14 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept"]
 
+    if path == "/child-fds":
+        # What a subprocess started without close_fds inherits from the worker.
+        import subprocess
+        listing = subprocess.run(["ls", "-l", "/proc/self/fd/"], close_fds=False,
+                                 capture_output=True, text=True).stdout
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [listing.encode()]
+
     if path == "/pid":
         return _json(start_response, {"pid": os.getpid()})
 
