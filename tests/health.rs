@@ -42,9 +42,7 @@ fn readyz_fails_while_draining() {
             .unwrap();
         read_response(&mut BufReader::new(stream), false).unwrap()
     });
-    common::eventually("the slow request to start", || {
-        (gateway.get_json("/calls")["count"].as_i64().unwrap() >= 2).then_some(())
-    });
+    common::wait_for_app_calls(&gateway, 1);
     gateway.signal(libc::SIGTERM);
     common::eventually("readyz to report draining", || {
         let response = admin_get(&gateway, "/readyz");

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
-use common::{eventually, read_response, read_to_close, GatewayBuilder};
+use common::{read_response, read_to_close, GatewayBuilder};
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
@@ -132,6 +132,23 @@ async fn http2_with_prior_knowledge_multiplexes_requests() {
 /// it, while the stream in flight still gets its whole response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_drain_sends_goaway_and_finishes_streams_in_flight() {
+    http2_drain(StreamStarts::BeforeSigterm).await;
+}
+
+/// The same when the drain begins before the connection's first request: its protocol
+/// is not known yet, and it must still get GOAWAY once it shows itself HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_drain_of_a_connection_that_had_not_sent_a_request_yet() {
+    http2_drain(StreamStarts::AfterSigterm).await;
+}
+
+#[derive(PartialEq)]
+enum StreamStarts {
+    BeforeSigterm,
+    AfterSigterm,
+}
+
+async fn http2_drain(starts: StreamStarts) {
     use http_body_util::BodyExt;
     let mut gateway = GatewayBuilder::new().start();
     let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
@@ -150,16 +167,24 @@ async fn http2_drain_sends_goaway_and_finishes_streams_in_flight() {
     };
     let mut slow_sender = sender.clone();
     let slow_request = get("/sleep?s=1.5");
-    let slow = tokio::spawn(async move {
-        let response = slow_sender.send_request(slow_request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.into_body().collect().await.unwrap().to_bytes()
-    });
-    eventually("the slow request to start", || {
-        (gateway.get_json("/calls")["count"].as_i64().unwrap() >= 2).then_some(())
-    });
-    gateway.signal(libc::SIGTERM);
-    gateway.wait_for_log("stopping: no new connections");
+    let start_slow = move || {
+        tokio::spawn(async move {
+            let response = slow_sender.send_request(slow_request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    let slow = if starts == StreamStarts::BeforeSigterm {
+        let slow = start_slow();
+        common::wait_for_app_calls(&gateway, 1);
+        gateway.signal(libc::SIGTERM);
+        gateway.wait_for_log("stopping: no new connections");
+        slow
+    } else {
+        gateway.signal(libc::SIGTERM);
+        gateway.wait_for_log("stopping: no new connections");
+        start_slow()
+    };
     // Once GOAWAY has arrived, the connection takes no new stream.
     let mut refused = false;
     for _ in 0..40 {
@@ -249,9 +274,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         .unwrap();
     let mut first = [0u8; 16];
     idle.read_exact(&mut first).unwrap();
-    common::eventually("the slow request to reach the app", || {
-        (gateway.get_json("/calls")["count"].as_i64().unwrap() >= 3).then_some(())
-    });
+    common::wait_for_app_calls(&gateway, 2);
     gateway.signal(libc::SIGTERM);
     let response = slow.join().unwrap();
     assert_eq!(response.status, 200);
@@ -281,9 +304,7 @@ fn graceful_timeout_bounds_the_drain() {
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink);
     });
-    common::eventually("the stuck request to reach the app", || {
-        (gateway.get_json("/calls")["count"].as_i64().unwrap() >= 2).then_some(())
-    });
+    common::wait_for_app_calls(&gateway, 1);
     gateway.signal(libc::SIGINT);
     let status = gateway.wait_exit();
     assert!(status.success(), "{status:?}");

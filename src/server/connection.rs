@@ -227,7 +227,9 @@ pub async fn serve<T>(
                 // a request gets its answer with `Connection: close` first.
                 if let Drain::AwaitingLastRequest(before) = state {
                     let now = activity.sample();
-                    if now.is_idle() && now.unchanged_since(&before) {
+                    // A connection whose protocol was not known when the drain began
+                    // may turn out to be HTTP/2: it gets GOAWAY like the others.
+                    if activity.is_http2() || (now.is_idle() && now.unchanged_since(&before)) {
                         connection.as_mut().graceful_shutdown();
                         state = Drain::ShutdownSent;
                     } else {

@@ -541,6 +541,17 @@ pub fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> Option<R
     Some(response)
 }
 
+/// Wait until the contract app has been called `others` times besides these polls of
+/// its `/calls` route (each poll is a call too).
+pub fn wait_for_app_calls(gateway: &Gateway, others: i64) {
+    let mut polls = 0;
+    eventually(&format!("{others} requests to reach the app"), || {
+        polls += 1;
+        let count = gateway.get_json("/calls")["count"].as_i64().unwrap();
+        (count - polls >= others).then_some(())
+    });
+}
+
 /// Poll `check` until it returns Some, for at most [`WAIT`].
 pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
