@@ -235,7 +235,9 @@ async fn sighup_loads_a_renewed_certificate() {
     let before = serial(&first);
     pki.issue("server", &["localhost"], "localhost");
     gateway.signal(libc::SIGHUP);
-    gateway.wait_for_log("reload complete");
+    // Until the old worker has seen its SIGTERM it may still accept a connection (and
+    // serve it with the old certificate): wait until it is gone.
+    gateway.wait_for_log("worker exited after draining");
     let second = connect(port, pki.client_config(&[b"http/1.1"], None))
         .await
         .unwrap();

@@ -69,6 +69,16 @@ fn sighup_reloads_new_code_and_a_broken_reload_keeps_serving() {
     reloadable_app(&dir, "v2");
     gateway.signal(libc::SIGHUP);
     gateway.wait_for_log("reload complete");
+    // An old worker may accept one more connection until it has seen its SIGTERM: wait
+    // until both are gone before expecting only the new code.
+    eventually("both old workers to exit", || {
+        (gateway
+            .logs()
+            .matches("worker exited after draining")
+            .count()
+            >= 2)
+            .then_some(())
+    });
     for _ in 0..20 {
         assert!(
             gateway.get("/").text().starts_with("v2 "),
