@@ -84,8 +84,14 @@ fn requests_are_counted_across_workers_and_pass_promtool() {
     assert_eq!(gateway.get("/status?code=503").status, 503);
     assert_eq!(gateway.get("/no-such-route").status, 404);
 
-    let text = scrape(&gateway);
+    // A request is recorded once both of its bodies are dropped, which on the Python
+    // side can be a moment after the client has read the response.
     let duration = "http_server_request_duration_seconds";
+    let total = f64::from(sent + 5);
+    let text = eventually("every request counted", || {
+        let text = scrape(&gateway);
+        (sample(&text, &format!("{duration}_count"), &[]) == total).then_some(text)
+    });
     let get_ok = [
         ("http_request_method", "GET"),
         ("http_response_status_code", "200"),
