@@ -217,7 +217,8 @@ fn spans_are_flushed_at_graceful_shutdown() {
     receiver.span("GET");
 }
 
-fn check_metrics(endpoint: &str, protocol: &str) {
+/// `service_name`: `telemetry.service_name`, if set (else the default name is expected).
+fn check_metrics(endpoint: &str, protocol: &str, service_name: Option<&str>) {
     let receiver = Receiver::start();
     let endpoint = endpoint
         .replace("GRPC", &receiver.grpc.to_string())
@@ -226,7 +227,8 @@ fn check_metrics(endpoint: &str, protocol: &str) {
         .arg("--workers=2")
         .config(&format!(
             "[telemetry]\notlp_endpoint = \"{endpoint}\"\notlp_protocol = \"{protocol}\"\n\
-             metrics_interval = \"200ms\"\n"
+             metrics_interval = \"200ms\"\n{}",
+            service_name.map_or(String::new(), |name| format!("service_name = \"{name}\"\n"))
         ))
         .start();
     for _ in 0..5 {
@@ -244,7 +246,7 @@ fn check_metrics(endpoint: &str, protocol: &str) {
             .rev()
             .find(|p| is_get_ok(p) && p["count"] == 5)
     });
-    assert_eq!(duration["service"], "wsgi-gateway");
+    assert_eq!(duration["service"], service_name.unwrap_or("wsgi-gateway"));
     assert_eq!(duration["unit"], "s");
     assert_eq!(duration["kind"], "histogram");
     assert_eq!(duration["temporality"], 2, "cumulative");
@@ -293,12 +295,12 @@ fn check_metrics(endpoint: &str, protocol: &str) {
 
 #[test]
 fn metrics_reach_a_collector_over_grpc() {
-    check_metrics("http://127.0.0.1:GRPC", "grpc");
+    check_metrics("http://127.0.0.1:GRPC", "grpc", None);
 }
 
 #[test]
 fn metrics_reach_a_collector_over_http_protobuf() {
-    check_metrics("http://127.0.0.1:HTTP", "http/protobuf");
+    check_metrics("http://127.0.0.1:HTTP", "http/protobuf", Some("shop"));
 }
 
 /// Python middleware, a native layer between them, and the app: one span per Python

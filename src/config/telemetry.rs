@@ -20,6 +20,9 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `"grpc"` or `"http/protobuf"`. Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
     pub otlp_protocol: Option<String>,
+    /// `service.name` of exported traces and metrics. `OTEL_SERVICE_NAME` overrides it;
+    /// unset: `wsgi-gateway` (or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES`).
+    pub service_name: Option<String>,
     /// How often metrics are exported over OTLP. Unset: `OTEL_METRIC_EXPORT_INTERVAL`
     /// (milliseconds), else 60s.
     #[serde(with = "humantime_serde")]
@@ -45,6 +48,7 @@ impl Default for TelemetryConfig {
             admin_bind: None,
             otlp_endpoint: None,
             otlp_protocol: None,
+            service_name: None,
             metrics_interval: None,
         }
     }

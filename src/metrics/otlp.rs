@@ -41,7 +41,7 @@ enum Transport {
 impl OtlpMetricsExporter {
     /// An exporter to `target`; connects lazily, so a collector that is down is only an
     /// export error later, never a start-up failure.
-    pub fn new(target: OtlpTarget) -> Result<Self, MetricsError> {
+    pub fn new(target: OtlpTarget, service_name: Option<&str>) -> Result<Self, MetricsError> {
         let transport = match target.protocol {
             Protocol::Grpc => {
                 let channel = tonic::transport::Channel::from_shared(target.endpoint.clone())
@@ -60,7 +60,7 @@ impl OtlpMetricsExporter {
         };
         Ok(Self {
             target,
-            resource: resource(),
+            resource: resource(service_name),
             transport,
         })
     }
@@ -325,8 +325,8 @@ fn nanos(time: SystemTime) -> u64 {
 }
 
 /// The SDK's resource (service name, `OTEL_RESOURCE_ATTRIBUTES`) as OTLP attributes.
-fn resource() -> Resource {
-    let attributes = crate::telemetry::resource()
+fn resource(service_name: Option<&str>) -> Resource {
+    let attributes = crate::telemetry::resource(service_name)
         .iter()
         .map(|(key, value)| KeyValue {
             key: key.to_string(),

@@ -129,24 +129,28 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<Option<SdkTracerProvider>
     Ok(Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource())
+            .with_resource(resource(config.service_name.as_deref()))
             .build(),
     ))
 }
 
-/// The resource every signal carries: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
-/// as the SDK reads them, with `service.name` defaulting to `wsgi-gateway`.
-pub fn resource() -> opentelemetry_sdk::Resource {
+/// The resource every signal carries, as the SDK reads it from `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES`. `service.name`: `OTEL_SERVICE_NAME`, else
+/// `telemetry.service_name`, else one in `OTEL_RESOURCE_ATTRIBUTES`, else `wsgi-gateway`.
+pub fn resource(configured_name: Option<&str>) -> opentelemetry_sdk::Resource {
     let named_in_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
         attributes
             .split(',')
             .any(|a| a.trim().starts_with("service.name="))
     });
-    if std::env::var_os("OTEL_SERVICE_NAME").is_some() || named_in_attributes {
-        opentelemetry_sdk::Resource::builder().build()
+    let builder = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        builder.build()
+    } else if let Some(name) = configured_name {
+        builder.with_service_name(name.to_owned()).build()
+    } else if named_in_attributes {
+        builder.build()
     } else {
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name("wsgi-gateway")
-            .build()
+        builder.with_service_name("wsgi-gateway").build()
     }
 }

@@ -212,7 +212,8 @@ fn start_metrics_export(
         .unwrap_or(Duration::from_secs(60))
         .max(Duration::from_millis(100));
     let endpoint = target.endpoint.clone();
-    match crate::metrics::otlp::OtlpMetricsExporter::new(target) {
+    match crate::metrics::otlp::OtlpMetricsExporter::new(target, telemetry.service_name.as_deref())
+    {
         Ok(exporter) => {
             tracing::info!(?interval, "exporting metrics over OTLP to {endpoint}");
             Some(tokio::spawn(crate::metrics::otlp::run_periodic(
