@@ -38,16 +38,12 @@ def wait_ready(port, proc, timeout=30):
 def rss_kib(pid):
     """RSS of a process and all its descendants, in KiB."""
     total = 0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
+    for p in descendants(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                pids.extend(int(c) for c in f.read().split())
         except OSError:
             pass
     return total

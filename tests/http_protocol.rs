@@ -83,18 +83,28 @@ fn http_1_0_keep_alive_is_honoured() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_with_prior_knowledge_multiplexes_requests() {
-    use http_body_util::BodyExt;
-    let gateway = GatewayBuilder::new().start();
-    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTP/2 (prior knowledge) client connection; the task drives it until it closes.
+async fn h2_connect(addr: std::net::SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .unwrap();
-    tokio::spawn(connection);
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge_multiplexes_requests() {
+    use http_body_util::BodyExt;
+    let gateway = GatewayBuilder::new().start();
+    let (sender, _connection) = h2_connect(gateway.addr).await;
     let mut requests = Vec::new();
     for i in 0..4 {
         let mut sender = sender.clone();
@@ -151,14 +161,7 @@ enum StreamStarts {
 async fn http2_drain(starts: StreamStarts) {
     use http_body_util::BodyExt;
     let mut gateway = GatewayBuilder::new().start();
-    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let (sender, connection) = h2_connect(gateway.addr).await;
     let get = |target: &str| {
         http::Request::builder()
             .uri(format!("http://h2.test{target}"))
