@@ -187,3 +187,24 @@ fn the_application_subprocesses_inherit_no_gateway_descriptors() {
     assert!(!listing.contains("socket:"), "{listing}");
     assert!(!listing.contains("memfd:"), "{listing}");
 }
+
+#[test]
+fn a_crashed_worker_is_replaced_after_the_binary_was_upgraded_in_place() {
+    let dir = scratch_dir("upgrade");
+    let binary = dir.join("wsgi-gateway");
+    std::fs::copy(env!("CARGO_BIN_EXE_wsgi-gateway"), &binary).unwrap();
+    let gateway = GatewayBuilder::new().binary(&binary).start();
+    let before = pid_of(&gateway).unwrap();
+    // A package upgrade replaces the file: the running binary's is gone.
+    std::fs::remove_file(&binary).unwrap();
+    std::fs::write(&binary, b"#!/bin/sh\nexit 1\n").unwrap();
+    unsafe { libc::kill(before as i32, libc::SIGKILL) };
+    gateway.wait_for_log("worker crashed");
+    let after = eventually("a replacement worker", || {
+        pid_of(&gateway).filter(|pid| *pid != before)
+    });
+    assert_ne!(before, after);
+    // It runs the supervisor's own binary, under the name it was started with.
+    let cmdline = std::fs::read(format!("/proc/{after}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(binary.as_os_str().as_encoded_bytes()));
+}

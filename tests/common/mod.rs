@@ -49,6 +49,7 @@ pub struct GatewayBuilder {
     cwd: PathBuf,
     bind: bool,
     remove_ld_path: bool,
+    binary: Option<PathBuf>,
 }
 
 impl Default for GatewayBuilder {
@@ -67,6 +68,7 @@ impl GatewayBuilder {
             cwd: apps_dir(),
             bind: true,
             remove_ld_path: false,
+            binary: None,
         }
         .app("contract:application")
     }
@@ -120,8 +122,18 @@ impl GatewayBuilder {
         self
     }
 
+    /// Run this copy of the binary instead of cargo's.
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
     fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi-gateway"));
+        let mut command = Command::new(
+            self.binary
+                .as_deref()
+                .unwrap_or(Path::new(env!("CARGO_BIN_EXE_wsgi-gateway"))),
+        );
         command.args(&self.args);
         if self.bind && self.args.first().is_some_and(|a| a == "serve") {
             command.arg("--bind=127.0.0.1:0");
