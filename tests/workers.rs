@@ -208,3 +208,31 @@ fn a_crashed_worker_is_replaced_after_the_binary_was_upgraded_in_place() {
     let cmdline = std::fs::read(format!("/proc/{after}/cmdline")).unwrap();
     assert!(cmdline.starts_with(binary.as_os_str().as_encoded_bytes()));
 }
+
+#[test]
+fn sigterm_during_a_slow_reload_stops_the_gateway_at_once() {
+    let dir = scratch_dir("slow-reload");
+    reloadable_app(&dir, "v1");
+    let mut gateway = GatewayBuilder::new().cwd(&dir).app("reloadable").start();
+    assert!(gateway.get("/").text().starts_with("v1 "));
+    // The new code takes far longer to import than the test waits for anything.
+    std::fs::write(
+        dir.join("reloadable.py"),
+        "import time\ntime.sleep(60)\n\ndef application(environ, start_response):\n    \
+         start_response('200 OK', [])\n    return [b'v2']\n",
+    )
+    .unwrap();
+    gateway.signal(libc::SIGHUP);
+    gateway.wait_for_log("SIGHUP received");
+    // Still served by the old worker while the new one imports.
+    assert!(gateway.get("/").text().starts_with("v1 "));
+    gateway.signal(libc::SIGTERM);
+    let status = gateway.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", gateway.logs());
+    let logs = gateway.logs();
+    assert!(
+        logs.contains("SIGTERM received while a worker was starting"),
+        "{logs}"
+    );
+    assert!(!logs.contains("reload complete"), "{logs}");
+}

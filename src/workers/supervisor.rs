@@ -10,7 +10,8 @@
 //!   running workers keep serving.
 //! - SIGTERM/SIGINT: every worker drains (finishes requests in flight within
 //!   `server.graceful_timeout`); stragglers are killed after that, then the supervisor
-//!   exits 0.
+//!   exits 0. The signal is heard at once, also while a reload waits for a slow import
+//!   or a crashed worker's backoff runs: a worker still starting is stopped.
 //! - A worker that exits with [`EXIT_RECYCLE`] (max_requests) is replaced at once.
 
 use std::collections::HashMap;
@@ -88,6 +89,34 @@ struct Supervisor {
     metrics: Arc<std::sync::Mutex<MetricsHub>>,
     crashes: Vec<Instant>,
     graceful_timeout: Duration,
+    stop: StopSignals,
+    /// Set when SIGTERM/SIGINT arrived while the supervisor was waiting on something
+    /// else (a worker starting, a crash backoff): the main loop stops next.
+    stop_requested: bool,
+}
+
+/// SIGTERM and SIGINT, heard wherever the supervisor waits: a stop must not wait for a
+/// slow reload or a crash backoff to finish.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self, SupervisorError> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?,
+        })
+    }
+
+    /// The next stop signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Bind the listeners, start the workers, and supervise them until SIGTERM/SIGINT.
@@ -121,15 +150,18 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         metrics,
         crashes: Vec::new(),
         graceful_timeout: config.server.graceful_timeout,
+        stop: StopSignals::new()?,
+        stop_requested: false,
     };
-    let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     for slot in 0..config.server.workers {
         let starting = supervisor.spawn(slot)?;
         if !supervisor.wait_ready(starting).await {
             supervisor.stop_all().await;
+            if supervisor.stop_requested {
+                return Ok(());
+            }
             return Err(SupervisorError::StartupFailed { slot });
         }
     }
@@ -142,14 +174,10 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         );
     }
 
-    loop {
+    while !supervisor.stop_requested {
         tokio::select! {
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM received: draining the workers");
-                break;
-            }
-            _ = interrupt.recv() => {
-                tracing::info!("SIGINT received: draining the workers");
+            signal = supervisor.stop.recv() => {
+                tracing::info!("{signal} received: draining the workers");
                 break;
             }
             _ = hangup.recv() => {
@@ -318,7 +346,22 @@ impl Supervisor {
             let file = std::fs::File::from(fd);
             std::io::Read::read(&mut &file, &mut byte).unwrap_or(0) == 1
         });
-        let outcome = tokio::time::timeout(READY_TIMEOUT, read).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(READY_TIMEOUT, read) => outcome,
+            signal = self.stop.recv() => {
+                tracing::info!(
+                    pid = starting.pid,
+                    "{signal} received while a worker was starting: stopping it and draining the others"
+                );
+                self.stop_requested = true;
+                if let Some(worker) = self.workers.get_mut(&starting.pid) {
+                    worker.stopping = true;
+                }
+                // Not serving yet: nothing to drain.
+                send_signal(starting.pid, libc::SIGTERM);
+                return false;
+            }
+        };
         if let Ok(Ok(true)) = outcome {
             tracing::info!(pid = starting.pid, "worker ready");
             if let Some(worker) = self.workers.get_mut(&starting.pid) {
@@ -355,6 +398,10 @@ impl Supervisor {
                 }
             };
             if !self.wait_ready(starting).await {
+                if self.stop_requested {
+                    tracing::info!("reload abandoned for the stop");
+                    return;
+                }
                 tracing::error!(
                     "reload failed: the new worker did not start (its error is in the log); \
                      the running workers keep serving"
@@ -421,10 +468,17 @@ impl Supervisor {
             }
             let backoff =
                 Duration::from_millis(100 << (self.crashes.len() - 1)).min(Duration::from_secs(5));
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                signal = self.stop.recv() => {
+                    tracing::info!("{signal} received: draining the workers");
+                    self.stop_requested = true;
+                    return Ok(());
+                }
+            }
         }
         let starting = self.spawn(worker.slot)?;
-        if !self.wait_ready(starting).await {
+        if !self.wait_ready(starting).await && !self.stop_requested {
             tracing::error!(slot = worker.slot, "the replacement worker did not start");
             self.crashes.push(Instant::now());
         }
