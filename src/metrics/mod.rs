@@ -24,7 +24,7 @@ mod request;
 pub use aggregate::{MetricsHub, RestartReason, Snapshot};
 pub use layout::WorkerMetrics;
 pub use region::Region;
-pub use request::{install, worker, Direction, MeteredBody, RequestMeter};
+pub use request::{install, worker, MeteredRequestBody, RequestMeter};
 
 /// Why metrics could not be set up or exported.
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,13 @@ impl RequestMeter {
     pub fn responded(&self, status: http::StatusCode) {
         self.0.status.store(status.as_u16(), Ordering::Relaxed);
     }
+
+    /// `bytes` more of the response body went to the connection.
+    pub fn sent(&self, bytes: usize) {
+        self.0
+            .response_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Meter {
@@ -82,34 +89,20 @@ impl Drop for Meter {
     }
 }
 
-/// Which side of the exchange a [`MeteredBody`] counts.
-#[derive(Clone, Copy, Debug)]
-pub enum Direction {
-    /// The request body, as read from the client.
-    Request,
-    /// The response body, as handed to the connection.
-    Response,
-}
-
-/// A body whose data bytes are counted into a request's meter.
-pub struct MeteredBody<B> {
+/// A request body whose data bytes are counted into the request's meter.
+pub struct MeteredRequestBody<B> {
     inner: B,
     meter: RequestMeter,
-    direction: Direction,
 }
 
-impl<B> MeteredBody<B> {
-    /// Count `inner`'s bytes as `direction` of the request `meter` measures.
-    pub fn new(inner: B, meter: RequestMeter, direction: Direction) -> Self {
-        Self {
-            inner,
-            meter,
-            direction,
-        }
+impl<B> MeteredRequestBody<B> {
+    /// Count `inner`'s bytes as the body of the request `meter` measures.
+    pub fn new(inner: B, meter: RequestMeter) -> Self {
+        Self { inner, meter }
     }
 }
 
-impl<B> Body for MeteredBody<B>
+impl<B> Body for MeteredRequestBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -124,11 +117,10 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                let counter = match this.direction {
-                    Direction::Request => &this.meter.0.request_bytes,
-                    Direction::Response => &this.meter.0.response_bytes,
-                };
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                this.meter
+                    .0
+                    .request_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
         polled

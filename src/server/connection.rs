@@ -22,7 +22,7 @@ use tower::{Service, ServiceExt};
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use super::ConnectionInfo;
 use crate::config::GatewayConfig;
-use crate::metrics::{Direction, MeteredBody, RequestMeter};
+use crate::metrics::{MeteredRequestBody, RequestMeter};
 use crate::pipeline::GatewayService;
 
 /// Protocol settings shared by all connections.
@@ -166,7 +166,7 @@ pub async fn serve<T>(
                 .insert(gateway_middleware::TraceIds { trace_id, span_id });
         }
         let meter = RequestMeter::start(&parts.method, info.scheme, parts.version);
-        let body = MeteredBody::new(body, meter.clone(), Direction::Request);
+        let body = MeteredRequestBody::new(body, meter.clone());
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
         budget.count();
@@ -185,7 +185,8 @@ pub async fn serve<T>(
                 );
             }
             Ok::<_, Infallible>(response.map(|inner| TrackedBody {
-                inner: MeteredBody::new(inner, meter, Direction::Response),
+                inner,
+                meter,
                 _finished: finished,
             }))
         }
@@ -318,9 +319,11 @@ impl Drop for FinishGuard {
     }
 }
 
-/// A response body that reports to the connection when it is done.
+/// A response body that counts its bytes into the request's meter and reports to the
+/// connection when it is done.
 struct TrackedBody {
-    inner: MeteredBody<Body>,
+    inner: Body,
+    meter: RequestMeter,
     _finished: FinishGuard,
 }
 
@@ -332,7 +335,14 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.meter.sent(data.len());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
