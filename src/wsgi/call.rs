@@ -32,8 +32,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
     // The outermost Python segment's span: a child of the request's, current on this
     // thread while the segment runs, iterates and closes.
     let app_span = span.as_ref().map(|parent| {
-        let _parent = parent.enter();
-        super::traced::segment_span("python segment", &context.first_segment)
+        super::traced::segment_span(parent, "python segment", &context.first_segment)
     });
     let _in_app_span = app_span.as_ref().map(tracing::Span::enter);
     let overflowed = Arc::new(AtomicBool::new(false));

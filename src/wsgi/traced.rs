@@ -38,17 +38,18 @@ impl TracedCallable {
         environ: Bound<'py, PyDict>,
         start_response: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let span = segment_span(&self.name, &self.layers);
+        let span = segment_span(&tracing::Span::current(), &self.name, &self.layers);
         let _entered = span.enter();
         super::call::set_trace_context(&environ, &span)?;
         self.inner.bind(py).call1((environ, start_response))
     }
 }
 
-/// A span for the Python side, child of the current span.
-pub fn segment_span(name: &str, layers: &str) -> tracing::Span {
+/// A span for the Python side, child of `parent`.
+pub fn segment_span(parent: &tracing::Span, name: &str, layers: &str) -> tracing::Span {
     tracing::info_span!(
         target: crate::telemetry::SPAN_TARGET,
+        parent: parent,
         "python",
         otel.name = name,
         wsgi.layers = layers,
