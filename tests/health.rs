@@ -2,13 +2,7 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-
-use common::{read_response, GatewayBuilder};
-
-fn admin_get(gateway: &common::Gateway, path: &str) -> common::Response {
-    gateway.admin_get(path)
-}
+use common::GatewayBuilder;
 
 #[test]
 fn healthz_and_readyz_on_their_own_port() {
@@ -16,11 +10,11 @@ fn healthz_and_readyz_on_their_own_port() {
         .arg("--workers=2")
         .config("[telemetry]\nadmin_bind = \"127.0.0.1:0\"\n")
         .start();
-    assert_eq!(admin_get(&gateway, "/healthz").status, 200);
-    let ready = admin_get(&gateway, "/readyz");
+    assert_eq!(gateway.admin_get("/healthz").status, 200);
+    let ready = gateway.admin_get("/readyz");
     assert_eq!(ready.status, 200, "{}", ready.text());
     // Not routed into the application, and the application's routes are not here.
-    assert_eq!(admin_get(&gateway, "/environ").status, 404);
+    assert_eq!(gateway.admin_get("/environ").status, 404);
     assert_eq!(
         gateway.get("/healthz").status,
         404,
@@ -33,23 +27,15 @@ fn readyz_fails_while_draining() {
     let mut gateway = GatewayBuilder::new()
         .config("[telemetry]\nadmin_bind = \"127.0.0.1:0\"\n")
         .start();
-    let addr = gateway.addr;
-    let slow = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(common::WAIT)).unwrap();
-        stream
-            .write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        read_response(&mut BufReader::new(stream), false).unwrap()
-    });
+    let slow = gateway.get_in_background("/sleep?s=2");
     common::wait_for_app_calls(&gateway, 1);
     gateway.signal(libc::SIGTERM);
     common::eventually("readyz to report draining", || {
-        let response = admin_get(&gateway, "/readyz");
+        let response = gateway.admin_get("/readyz");
         (response.status == 503).then_some(response.text())
     });
     assert_eq!(
-        admin_get(&gateway, "/healthz").status,
+        gateway.admin_get("/healthz").status,
         200,
         "alive while draining"
     );

@@ -263,14 +263,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         .env("GATEWAY_TEST_ATEXIT_FILE", marker.to_str().unwrap())
         .start();
     let addr = gateway.addr;
-    let slow = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(common::WAIT)).unwrap();
-        stream
-            .write_all(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        read_response(&mut BufReader::new(stream), false).unwrap()
-    });
+    let slow = gateway.get_in_background("/sleep?s=1.5");
     // An idle keep-alive connection must not hold the drain up.
     let mut idle = gateway.connect();
     idle.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")

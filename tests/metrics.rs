@@ -168,18 +168,8 @@ fn gauges_show_requests_in_flight() {
     let gateway = GatewayBuilder::new()
         .config(&format!("{ADMIN}[server]\nthreads = 1\n"))
         .start();
-    let addr = gateway.addr;
     let slow: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(common::WAIT)).unwrap();
-                stream
-                    .write_all(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
-                common::read_to_close(&mut stream)
-            })
-        })
+        .map(|_| gateway.get_in_background("/sleep?s=1.5"))
         .collect();
     // One thread: one request runs, the other waits in the queue (once both have
     // been read and handed to the pool).
@@ -192,9 +182,7 @@ fn gauges_show_requests_in_flight() {
             .then_some(())
     });
     for request in slow {
-        assert!(String::from_utf8(request.join().unwrap())
-            .unwrap()
-            .ends_with("slept"));
+        assert_eq!(request.join().unwrap().text(), "slept");
     }
     let text = eventually("the requests to finish", || {
         let text = scrape(&gateway);

@@ -339,17 +339,7 @@ fn requests_run_concurrently_on_the_configured_threads() {
     let gateway = GatewayBuilder::new().arg("--threads=4").start();
     // Four requests that each wait for the other three: only four threads can pass.
     let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let addr = gateway.addr;
-            std::thread::spawn(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(common::WAIT)).unwrap();
-                stream
-                    .write_all(b"GET /barrier?id=four&n=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
-                read_response(&mut BufReader::new(stream), false).unwrap()
-            })
-        })
+        .map(|_| gateway.get_in_background("/barrier?id=four&n=4"))
         .collect();
     let mut threads = std::collections::HashSet::new();
     for handle in handles {

@@ -345,6 +345,20 @@ impl Gateway {
         read_response(&mut reader, method == "HEAD").expect("a complete response")
     }
 
+    /// `GET target` on its own connection from another thread: for a request that
+    /// blocks (a slow one in flight, a barrier) while the test goes on.
+    pub fn get_in_background(&self, target: &str) -> std::thread::JoinHandle<Response> {
+        let addr = self.addr;
+        let head =
+            format!("GET {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n");
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            read_response(&mut BufReader::new(stream), false).expect("a complete response")
+        })
+    }
+
     /// The admin listener's address, from its start-up log line.
     pub fn admin_addr(&self) -> SocketAddr {
         const LINE: &str = "admin endpoints (/healthz, /readyz, /metrics) on http://";
