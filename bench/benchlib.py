@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: ports, readiness, RSS, wrk, reporting."""
 
+import argparse
 import os
 import re
 import signal
@@ -102,6 +103,25 @@ def run_wrk(port, seconds, connections, headers=()):
     }
 
 
+
+
+def parse_args(description, workers=False):
+    """The options every comparison script takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="gateway Python threads")
+    if workers:
+        parser.add_argument("--workers", type=int, default=1,
+                            help="worker processes, every server")
+    parser.add_argument("--only", nargs="*", help="subset of servers to run")
+    return parser.parse_args()
+
+
+def only(servers, names):
+    """`servers` restricted to `names` (all of them when `names` is empty)."""
+    return {k: v for k, v in servers.items() if not names or k in names}
 
 
 def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None):

@@ -8,11 +8,10 @@ the script prints requests/s, p99 latency and RSS per round, and the median rati
 Run bench/setup.sh first (or use bench/run.sh, which does both).
 """
 
-import argparse
 import os
 import sys
 
-from benchlib import GATEWAY, ROOT, VENV_BIN, compare, report
+from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report
 
 APP_DIR = os.path.join(ROOT, "config", "example")
 
@@ -32,17 +31,8 @@ def servers(threads, workers=1):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="gateway Python threads")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, every server")
-    parser.add_argument("--only", nargs="*", help="subset of servers to run")
-    args = parser.parse_args()
-    chosen = servers(args.threads, args.workers)
-    if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only}
+    args = parse_args(__doc__, workers=True)
+    chosen = only(servers(args.threads, args.workers), args.only)
     results = compare(chosen, APP_DIR, args.rounds, args.seconds, args.connections)
     report(results)
     return 0

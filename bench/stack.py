@@ -7,11 +7,10 @@ with `Accept-Encoding: gzip`; one worker each; alternating rounds; median ratios
 Run bench/setup.sh first (or use bench/run.sh stack).
 """
 
-import argparse
 import os
 import sys
 
-from benchlib import GATEWAY, ROOT, VENV_BIN, compare, report
+from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report
 
 STACK_DIR = os.path.join(ROOT, "config", "examples", "paste-stack")
 PASTE_ENTRY = os.path.join(ROOT, "bench", "paste_entry")
@@ -32,16 +31,8 @@ def servers(threads):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="gateway Python threads")
-    parser.add_argument("--only", nargs="*", help="subset of servers to run")
-    args = parser.parse_args()
-    chosen = servers(args.threads)
-    if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only}
+    args = parse_args(__doc__)
+    chosen = only(servers(args.threads), args.only)
     env = dict(os.environ, VIRTUAL_ENV=os.path.join(ROOT, "bench", ".venv"),
                PYTHONPATH=STACK_DIR)
     results = compare(chosen, STACK_DIR, args.rounds, args.seconds, args.connections,
