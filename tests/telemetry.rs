@@ -435,3 +435,29 @@ format = "json"
         .unwrap_or_else(|| panic!("no start-up line in {logs}"));
     assert!(startup.get("trace_id").is_none(), "{startup}");
 }
+
+/// `OTEL_TRACES_SAMPLER` reaches the SDK: with `always_off` no span is exported, while
+/// the same collector receives the metrics (so the export path itself works).
+#[test]
+fn the_trace_sampler_comes_from_the_environment() {
+    let receiver = Receiver::start();
+    let mut gateway = GatewayBuilder::new()
+        .env("OTEL_TRACES_SAMPLER", "always_off")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .config(&format!(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\nmetrics_interval = \"200ms\"\n",
+            receiver.grpc
+        ))
+        .start();
+    assert_eq!(gateway.get("/pid").status, 200);
+    eventually("the request in the exported metrics", || {
+        receiver
+            .metric_points()
+            .into_iter()
+            .find(|p| p["name"] == "http.server.request.duration" && p["count"] == 1)
+    });
+    // SIGTERM flushes whatever spans there are.
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.wait_exit().success());
+    assert!(receiver.spans().is_empty(), "{:?}", receiver.spans());
+}
