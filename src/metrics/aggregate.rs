@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use super::layout::{SeriesKey, SharedSeries, WorkerMetrics, DURATION_BOUNDS, SIZE_BOUNDS};
+use super::layout::{
+    SeriesKey, SharedHistogram, SharedSeries, WorkerMetrics, DURATION_BOUNDS, DURATION_BUCKETS,
+    SIZE_BOUNDS, SIZE_BUCKETS,
+};
 use super::region::Region;
 use super::MetricsError;
 
@@ -132,50 +135,61 @@ pub struct Snapshot {
     pub restarts: Vec<(RestartReason, u64)>,
 }
 
-/// Integer totals as the regions hold them (nanoseconds, bytes).
-#[derive(Debug, Clone, Default)]
-struct RawSeries {
-    duration: (Vec<u64>, u64),
-    request_size: (Vec<u64>, u64),
-    response_size: (Vec<u64>, u64),
+/// One histogram's integer totals as the regions hold them (nanoseconds or bytes).
+#[derive(Debug, Clone, Copy)]
+struct RawHistogram<const N: usize> {
+    buckets: [u64; N],
+    sum: u64,
 }
 
-impl RawSeries {
-    fn add(&mut self, series: &SharedSeries) {
-        add_into(&mut self.duration, series.duration.read());
-        add_into(&mut self.request_size, series.request_size.read());
-        add_into(&mut self.response_size, series.response_size.read());
-    }
-
-    fn totals(&self) -> SeriesTotals {
-        SeriesTotals {
-            duration: histogram(&self.duration, DURATION_BOUNDS.len(), 1e-9),
-            request_size: histogram(&self.request_size, SIZE_BOUNDS.len(), 1.0),
-            response_size: histogram(&self.response_size, SIZE_BOUNDS.len(), 1.0),
+impl<const N: usize> Default for RawHistogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: [0; N],
+            sum: 0,
         }
     }
 }
 
-fn add_into<const N: usize>(total: &mut (Vec<u64>, u64), (buckets, sum): ([u64; N], u64)) {
-    add_slice(total, &buckets, sum);
+impl<const N: usize> RawHistogram<N> {
+    fn add(&mut self, shared: &SharedHistogram<N>) {
+        let (buckets, sum) = shared.read();
+        for (mine, theirs) in self.buckets.iter_mut().zip(buckets) {
+            *mine += theirs;
+        }
+        self.sum += sum;
+    }
+
+    /// In the metric's unit: `unit` is the size of one raw count (1e-9 for nanoseconds).
+    fn histogram(&self, unit: f64) -> Histogram {
+        Histogram {
+            buckets: self.buckets.to_vec(),
+            sum: self.sum as f64 * unit,
+        }
+    }
 }
 
-fn add_slice(total: &mut (Vec<u64>, u64), buckets: &[u64], sum: u64) {
-    if total.0.len() < buckets.len() {
-        total.0.resize(buckets.len(), 0);
-    }
-    for (mine, theirs) in total.0.iter_mut().zip(buckets) {
-        *mine += theirs;
-    }
-    total.1 += sum;
+/// The integer totals of one request series.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawSeries {
+    duration: RawHistogram<DURATION_BUCKETS>,
+    request_size: RawHistogram<SIZE_BUCKETS>,
+    response_size: RawHistogram<SIZE_BUCKETS>,
 }
 
-fn histogram((buckets, sum): &(Vec<u64>, u64), bounds: usize, scale: f64) -> Histogram {
-    let mut buckets = buckets.clone();
-    buckets.resize(bounds + 1, 0);
-    Histogram {
-        buckets,
-        sum: *sum as f64 * scale,
+impl RawSeries {
+    fn add(&mut self, series: &SharedSeries) {
+        self.duration.add(&series.duration);
+        self.request_size.add(&series.request_size);
+        self.response_size.add(&series.response_size);
+    }
+
+    fn totals(&self) -> SeriesTotals {
+        SeriesTotals {
+            duration: self.duration.histogram(1e-9),
+            request_size: self.request_size.histogram(1.0),
+            response_size: self.response_size.histogram(1.0),
+        }
     }
 }
 

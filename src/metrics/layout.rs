@@ -45,8 +45,10 @@ pub const SIZE_BOUNDS: [f64; 11] = [
     4_194_304.0,
     16_777_216.0,
 ];
-const DURATION_BUCKETS: usize = DURATION_BOUNDS.len() + 1;
-const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
+/// Buckets of a duration histogram: one per bound, plus one above the last.
+pub const DURATION_BUCKETS: usize = DURATION_BOUNDS.len() + 1;
+/// Buckets of a size histogram.
+pub const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
 
 /// Request series one worker can hold before new label sets go to the overflow series.
 pub const SERIES_CAPACITY: usize = 256;
