@@ -21,7 +21,8 @@ use prost::Message;
 use super::aggregate::{Histogram, HistogramFamily, MetricsHub, Snapshot, HISTOGRAMS};
 use super::layout::{SeriesKey, METHODS, SCHEMES, VERSIONS};
 use super::MetricsError;
-use crate::telemetry::endpoint::{OtlpTarget, Protocol};
+use crate::config::TelemetryConfig;
+use crate::telemetry::endpoint::{resolve, OtlpTarget, Protocol, Signal};
 
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,8 +110,66 @@ impl OtlpMetricsExporter {
     }
 }
 
+/// How long the export at shutdown may take.
+const FINAL_EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The supervisor's periodic export.
+pub struct PeriodicExport {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeriodicExport {
+    /// Start exporting `hub` if an OTLP endpoint is configured (`telemetry` or the
+    /// `OTEL_*` variables); None otherwise, or if the endpoint is unusable (logged).
+    pub fn start(telemetry: &TelemetryConfig, hub: Arc<Mutex<MetricsHub>>) -> Option<Self> {
+        let target = match resolve(telemetry, Signal::Metrics) {
+            Ok(Some(target)) => target,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::error!("metrics are not exported: {error}");
+                return None;
+            }
+        };
+        let interval = telemetry
+            .metrics_interval
+            .or_else(|| {
+                std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map(Duration::from_millis)
+            })
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_millis(100));
+        let endpoint = target.endpoint.clone();
+        let exporter = match OtlpMetricsExporter::new(target, telemetry.service_name.as_deref()) {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                tracing::error!("metrics are not exported: {error}");
+                return None;
+            }
+        };
+        tracing::info!(?interval, "exporting metrics over OTLP to {endpoint}");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_periodic(exporter, hub, interval, stopped));
+        Some(Self { stop, task })
+    }
+
+    /// Export once more (the final counts) and stop; bounded, so a collector that is
+    /// down does not hold the shutdown up.
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(FINAL_EXPORT_TIMEOUT, self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last metrics export did not finish in {FINAL_EXPORT_TIMEOUT:?}");
+        }
+    }
+}
+
 /// Export `hub`'s snapshot every `interval` until `stop` fires, then once more.
-pub async fn run_periodic(
+async fn run_periodic(
     exporter: OtlpMetricsExporter,
     hub: Arc<Mutex<MetricsHub>>,
     interval: Duration,

@@ -28,14 +28,13 @@ use std::sync::Arc;
 use super::admin;
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
+use crate::metrics::otlp::PeriodicExport;
 use crate::metrics::{MetricsHub, RestartReason};
 use crate::server::BoundListener;
 
 /// Crashes within [`CRASH_WINDOW`] that count as a crash loop.
 const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
-/// How long the metrics export at shutdown may take.
-const FINAL_EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a new worker may take to import the app and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -126,8 +125,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         .map_err(|(address, source)| SupervisorError::Bind { address, source })?;
     let health = admin::Health::new(config.server.workers);
     let metrics = Arc::new(std::sync::Mutex::new(MetricsHub::new()));
-    let (stop_exports, exports_stopped) = tokio::sync::watch::channel(false);
-    let exporter = start_metrics_export(&loaded, metrics.clone(), exports_stopped);
+    let metrics_export = PeriodicExport::start(&config.telemetry, metrics.clone());
     if let Some(address) = &config.telemetry.admin_bind {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -199,60 +197,11 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         }
     }
     // The last export carries the final counts of the workers that just drained.
-    let _ = stop_exports.send(true);
-    if let Some(exporter) = exporter {
-        // Bounded: a collector that is down must not hold the shutdown up.
-        if tokio::time::timeout(FINAL_EXPORT_TIMEOUT, exporter)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the last metrics export did not finish in {FINAL_EXPORT_TIMEOUT:?}");
-        }
+    if let Some(export) = metrics_export {
+        export.finish().await;
     }
     tracing::info!("all workers stopped; exiting");
     Ok(())
-}
-
-/// Start exporting metrics over OTLP if an endpoint is configured.
-fn start_metrics_export(
-    loaded: &LoadedConfig,
-    hub: Arc<std::sync::Mutex<MetricsHub>>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    use crate::telemetry::endpoint::{resolve, Signal};
-    let telemetry = &loaded.config.telemetry;
-    let target = match resolve(telemetry, Signal::Metrics) {
-        Ok(Some(target)) => target,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::error!("metrics are not exported: {error}");
-            return None;
-        }
-    };
-    let interval = telemetry
-        .metrics_interval
-        .or_else(|| {
-            std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
-                .ok()
-                .and_then(|ms| ms.parse().ok())
-                .map(Duration::from_millis)
-        })
-        .unwrap_or(Duration::from_secs(60))
-        .max(Duration::from_millis(100));
-    let endpoint = target.endpoint.clone();
-    match crate::metrics::otlp::OtlpMetricsExporter::new(target, telemetry.service_name.as_deref())
-    {
-        Ok(exporter) => {
-            tracing::info!(?interval, "exporting metrics over OTLP to {endpoint}");
-            Some(tokio::spawn(crate::metrics::otlp::run_periodic(
-                exporter, hub, interval, stop,
-            )))
-        }
-        Err(error) => {
-            tracing::error!("metrics are not exported: {error}");
-            None
-        }
-    }
 }
 
 impl Supervisor {
