@@ -332,13 +332,17 @@ fn static_files_with_etag_range_index_and_precompressed_siblings() {
 #[test]
 fn static_files_never_leave_their_folder() {
     let (gateway, _site) = static_gateway("");
+    // Dot segments and encoded slashes are refused before any layer sees them.
     for target in [
         "/static/../secret.txt",
         "/static/%2e%2e/secret.txt",
         "/static/docs/%2E%2E%2F..%2Fsecret.txt",
-        "/static/..%5csecret.txt",
-        "/static/leak.txt",
     ] {
+        let response = gateway.get(target);
+        assert_eq!(response.status, 400, "{target}: {}", response.text());
+        assert!(!response.text().contains("top secret"), "{target}");
+    }
+    for target in ["/static/..%5csecret.txt", "/static/leak.txt"] {
         let response = gateway.get(target);
         assert_eq!(response.status, 404, "{target}: {}", response.text());
         assert!(!response.text().contains("top secret"), "{target}");

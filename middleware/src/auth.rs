@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
-use crate::{plain_response, AuthenticatedUser, Body};
+use crate::request_path::{canonical_prefix, path_under};
+use crate::{error_response, AuthenticatedUser, Body};
 
 /// Why credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -204,13 +205,13 @@ impl AuthLayer {
 
     /// Only these path prefixes are protected (default: everything).
     pub fn paths(mut self, paths: Vec<String>) -> Self {
-        self.shared_mut().paths = paths;
+        self.shared_mut().paths = paths.iter().map(|p| canonical(p)).collect();
         self
     }
 
     /// These path prefixes are never protected.
     pub fn exclude(mut self, exclude: Vec<String>) -> Self {
-        self.shared_mut().exclude = exclude;
+        self.shared_mut().exclude = exclude.iter().map(|p| canonical(p)).collect();
         self
     }
 }
@@ -233,9 +234,15 @@ pub struct Auth<S> {
     shared: Arc<Shared>,
 }
 
+/// A configured prefix in the spelling requests are compared in (see
+/// [`crate::request_path`]); one that cannot be canonical is kept as written and so
+/// matches nothing a canonical request path can be.
+fn canonical(prefix: &str) -> String {
+    canonical_prefix(prefix).unwrap_or_else(|_| prefix.to_owned())
+}
+
 fn under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'))
+    path_under(path, prefix).is_some()
 }
 
 /// The outcome of checking a request's credentials.
@@ -331,7 +338,7 @@ impl Shared {
     }
 
     fn challenge(&self, invalid: bool) -> Response<Body> {
-        let mut response = plain_response(StatusCode::UNAUTHORIZED);
+        let mut response = error_response(StatusCode::UNAUTHORIZED);
         let realm = self.realm.replace('"', "'");
         let value = match (&self.scheme, invalid) {
             (Scheme::Basic(_), _) => format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),

@@ -9,6 +9,7 @@
 //! - [`static_files`]: files under a mount prefix, with ETag, Range and precompressed
 //!   siblings; misses fall through to the inner service.
 //! - [`headers`]: set, append or remove request and response headers.
+//! - [`request_path`]: the canonical request path every other layer decides on.
 //!
 //! Each follows the tower-http shape: `FooLayer` (cheap to clone, built once from
 //! config) and `Foo<S>` (the service).
@@ -20,6 +21,7 @@ pub mod access_log;
 pub mod auth;
 pub mod compression;
 pub mod headers;
+pub mod request_path;
 pub mod static_files;
 
 use std::net::SocketAddr;
@@ -53,21 +55,29 @@ pub struct AuthenticatedUser(pub String);
 /// pipeline needs no conversion between layers).
 pub use axum_core::body::Body;
 
-/// A small plain-text response made by a layer (401, 404, 304 ...).
-pub fn plain_response(status: http::StatusCode) -> http::Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = if status == http::StatusCode::NOT_MODIFIED {
-        Body::empty()
-    } else {
-        Body::from(format!("{} {reason}\n", status.as_u16()))
-    };
-    let mut response = http::Response::new(body);
+/// The one builder of the gateway's own plain-text responses (401, 404, 413, 500 ...),
+/// used by these layers, the WSGI bridge and the server alike: the body is the status
+/// line, details go to the log, never to the client. Statuses that may leave request
+/// bytes unread on the connection (400, 408, 413, 414, 431) also close it.
+pub fn error_response(status: http::StatusCode) -> http::Response<Body> {
+    use http::{header, HeaderValue, StatusCode};
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut response = http::Response::new(Body::from(format!("{} {reason}\n", status.as_u16())));
     *response.status_mut() = status;
-    if status != http::StatusCode::NOT_MODIFIED {
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    ) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

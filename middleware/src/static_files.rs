@@ -26,7 +26,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service, ServiceExt};
 use tower_http::services::ServeDir;
 
-use crate::{plain_response, Body};
+use crate::request_path::canonical_prefix;
+use crate::{error_response, Body};
 
 /// Why the layer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,13 @@ impl StaticFilesLayer {
         if !mount.is_empty() && (!mount.starts_with('/') || mount.ends_with('/')) {
             return Err(StaticFilesError::Mount(mount.to_owned()));
         }
+        // Compared with canonical request paths (see `request_path`).
+        let mount = if mount.is_empty() {
+            String::new()
+        } else {
+            canonical_prefix(mount).map_err(|_| StaticFilesError::Mount(mount.to_owned()))?
+        };
+        let mount = mount.as_str();
         let dir = std::fs::canonicalize(dir).map_err(|source| StaticFilesError::Dir {
             path: dir.display().to_string(),
             source,
@@ -248,15 +256,16 @@ where
                 Lookup::Found { path, metadata } => (path, metadata),
                 Lookup::Forbidden => {
                     tracing::info!(path = %relative, "static: outside the folder: 404");
-                    return Ok(plain_response(StatusCode::NOT_FOUND));
+                    return Ok(error_response(StatusCode::NOT_FOUND));
                 }
                 Lookup::Missing if shared.fallthrough => return inner.call(request).await,
-                Lookup::Missing => return Ok(plain_response(StatusCode::NOT_FOUND)),
+                Lookup::Missing => return Ok(error_response(StatusCode::NOT_FOUND)),
             };
             let tag = etag(&metadata);
             if let Some(tag) = &tag {
                 if matches_if_none_match(&request, tag) {
-                    let mut response = plain_response(StatusCode::NOT_MODIFIED);
+                    let mut response = Response::new(Body::empty());
+                    *response.status_mut() = StatusCode::NOT_MODIFIED;
                     response.headers_mut().insert(header::ETAG, tag.clone());
                     if let Some(cache) = &shared.cache_control {
                         response

@@ -22,6 +22,11 @@ pub struct LimitsConfig {
     /// A declared Content-Length over it is refused before the app runs; a chunked body
     /// that grows past it makes `wsgi.input` raise and the response becomes 413.
     pub max_body_size: ByteSize,
+    /// Accept `%2F` (an encoded slash) in request paths. Off by default: such requests
+    /// get 400, since native layers (auth, static, routes) treat `a%2Fb` as one segment
+    /// while the application sees `a/b` in `PATH_INFO`. Turn it on only for apps that
+    /// need slashes inside a segment (Apache's `AllowEncodedSlashes`).
+    pub allow_encoded_slashes: bool,
 }
 
 impl Default for LimitsConfig {
@@ -32,6 +37,7 @@ impl Default for LimitsConfig {
             max_header_size: 8190,
             max_head_size: ByteSize(64 << 10),
             max_body_size: ByteSize(100 << 20),
+            allow_encoded_slashes: false,
         }
     }
 }

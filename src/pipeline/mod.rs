@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::path::Path;
 
 use axum::body::Body;
+use gateway_middleware::request_path::{CanonicalPathLayer, PathRules};
 use http::{Request, Response};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -182,10 +183,16 @@ pub fn build(
     // Refuse oversized requests before the application does any work for them; the
     // layers the user put in front (access log, static files) still see them.
     let limits = RequestLimitsLayer::new(config.limits.clone());
+    // Every decision on a path (auth, static, headers rules) and the app's PATH_INFO use
+    // the one canonical path; encoding tricks are refused before any layer sees them.
+    let canonical_path = CanonicalPathLayer::new(PathRules {
+        allow_encoded_slashes: config.limits.allow_encoded_slashes,
+    });
     if outer.is_empty() {
         // No native layers: one boxed service, the hot path of a bare gateway.
         return ServiceBuilder::new()
             .layer(CatchPanicLayer::new())
+            .layer(canonical_path)
             .layer(limits)
             .service(app)
             .map_response(|response| response.map(Body::new))
@@ -202,6 +209,7 @@ pub fn build(
     ServiceBuilder::new()
         // Outermost: a bug in any layer below becomes a 500, not a dropped connection.
         .layer(CatchPanicLayer::new())
+        .layer(canonical_path)
         .service(stacked)
         .map_response(|response| response.map(Body::new))
         .boxed_clone()

@@ -12,6 +12,7 @@ use tower::{Layer, Service};
 
 use crate::config::LimitsConfig;
 use crate::http_error::error_response;
+use axum::body::Body;
 
 /// Adds [`RequestLimits`] to a service.
 #[derive(Clone, Debug)]
@@ -76,14 +77,13 @@ impl<S> RequestLimits<S> {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for RequestLimits<S>
+impl<S, B> Service<Request<B>> for RequestLimits<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: From<String>,
+    S: Service<Request<B>, Response = Response<Body>>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Either<Ready<Result<Response<ResBody>, S::Error>>, S::Future>;
+    type Future = Either<Ready<Result<Response<Body>, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

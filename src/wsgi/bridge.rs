@@ -69,10 +69,8 @@ fn request_from_environ(environ: &Bound<'_, PyDict>) -> PyResult<Request<Body>> 
     let method = Method::from_bytes(get("REQUEST_METHOD")?.as_bytes())
         .map_err(|_| PyTypeError::new_err("invalid REQUEST_METHOD"))?;
     let path = to_bytes(&format!("{}{}", get("SCRIPT_NAME")?, get("PATH_INFO")?));
-    let mut target = percent_encoding::percent_encode(&path, PATH_ESCAPES).to_string();
-    if target.is_empty() {
-        target.push('/');
-    }
+    // The same spelling the server gives paths, so native layers below decide alike.
+    let mut target = gateway_middleware::request_path::encode_decoded(&path);
     let query = get("QUERY_STRING")?;
     if !query.is_empty() {
         target.push('?');
@@ -143,19 +141,6 @@ fn connection_info(environ: &Bound<'_, PyDict>) -> ConnectionInfo {
         scheme,
     }
 }
-
-/// Bytes escaped when a decoded PATH_INFO is turned back into a request target.
-const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 
 /// The outer layer's `wsgi.input`, read (only if a native layer reads the body) from the
 /// Python thread that drives the bridge.

@@ -17,8 +17,10 @@ use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 pub struct RequestHead {
     /// The request method.
     pub method: Method,
-    /// The request target as received.
+    /// The request target, its path canonical (see `gateway_middleware::request_path`).
     pub uri: Uri,
+    /// The target as the client sent it, when it was not canonical (`RAW_URI`).
+    pub original_target: Option<http::uri::PathAndQuery>,
     /// HTTP/1.0, HTTP/1.1 or HTTP/2.
     pub version: Version,
     /// Request headers.
@@ -205,8 +207,9 @@ impl EnvironBuilder {
         };
         environ.set_item(keys.query_string.bind(py), query)?;
         let target = head
-            .uri
-            .path_and_query()
+            .original_target
+            .as_ref()
+            .or(head.uri.path_and_query())
             .map(|pq| pq.as_str())
             .unwrap_or(raw_path);
         let target = PyString::new(py, target);

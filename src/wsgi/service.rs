@@ -98,9 +98,14 @@ impl Inner {
             .extensions
             .get::<gateway_middleware::AuthenticatedUser>()
             .map(|user| user.0.clone());
+        let original_target = parts
+            .extensions
+            .get::<gateway_middleware::request_path::OriginalTarget>()
+            .map(|original| original.0.clone());
         let head = RequestHead {
             method: parts.method,
             uri: parts.uri,
+            original_target,
             version: parts.version,
             headers: parts.headers,
             peer: info.and_then(|i| i.peer),
