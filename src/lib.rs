@@ -8,7 +8,8 @@
 //! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
 //! - [`workers`]: the supervisor process and the worker processes it runs.
 //! - [`metrics`]: request and process metrics, summed across workers.
-//! - [`http_error`]: the gateway's own error responses.
+//! - [`types`]: leaf types shared by everyone (the boxed service, connection facts, the
+//!   one error response).
 //! - [`telemetry`]: logging setup.
 //!
 //! # Life of a request
@@ -20,10 +21,10 @@
 
 pub mod cli;
 pub mod config;
-pub mod http_error;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;
+pub mod types;
 pub mod workers;
 pub mod wsgi;

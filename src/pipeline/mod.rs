@@ -16,46 +16,17 @@
 
 mod native;
 
-use std::convert::Infallible;
 use std::path::Path;
 
 use axum::body::Body;
 use gateway_middleware::request_path::{CanonicalPathLayer, PathRules};
-use http::{Request, Response};
-use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use native::NativeLayer;
-
 use crate::config::{GatewayConfig, MiddlewareConfig, PythonConfig};
 use crate::server::RequestLimitsLayer;
-use crate::wsgi::{AppSpec, WsgiService};
-
-/// The whole pipeline (or any part of it) as one cloneable service.
-pub type GatewayService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
-
-/// A Python middleware entry, ready to be imported and called.
-#[derive(Clone, Debug)]
-pub struct PythonStage {
-    /// Position in `[[middleware]]`.
-    pub index: usize,
-    /// `module:callable` of the factory.
-    pub spec: String,
-    /// PasteDeploy `filter_factory` (true) or `factory(app, **options)` (false).
-    pub filter: bool,
-    /// The options table as JSON.
-    pub options_json: String,
-}
-
-/// One step of the Python side of the pipeline, outermost first.
-#[derive(Clone)]
-pub enum Stage {
-    /// A Python middleware.
-    Python(PythonStage),
-    /// Native layers between Python middleware (or between one and the app).
-    Native(Vec<(usize, NativeLayer)>),
-}
+use crate::types::{GatewayService, NativeLayer};
+use crate::wsgi::{AppSpec, PythonStage, Stage, WsgiService};
 
 /// The pipeline, split where it crosses into Python.
 #[derive(Clone, Default)]

@@ -9,14 +9,11 @@ use gateway_middleware::headers::{HeaderOp, HeadersLayer};
 use gateway_middleware::static_files::StaticFilesLayer;
 use tower::{Layer, ServiceExt};
 
-use super::GatewayService;
 use crate::config::{
     AccessLogConfig, AuthConfig, AuthScheme, CompressionConfig, HeaderRules, HeadersConfig,
     StaticConfig,
 };
-
-/// A native layer, ready to wrap the service below it.
-pub type NativeLayer = std::sync::Arc<dyn Fn(GatewayService) -> GatewayService + Send + Sync>;
+use crate::types::{GatewayService, NativeLayer};
 
 fn boxed<L>(layer: L) -> NativeLayer
 where

@@ -23,7 +23,7 @@ use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use super::ConnectionInfo;
 use crate::config::GatewayConfig;
 use crate::metrics::{MeteredRequestBody, RequestMeter};
-use crate::pipeline::GatewayService;
+use crate::types::GatewayService;
 
 /// Protocol settings shared by all connections.
 #[derive(Clone)]
@@ -125,7 +125,7 @@ impl ConnectionSettings {
 pub async fn serve<T>(
     stream: T,
     info: ConnectionInfo,
-    tls: Option<super::tls::TlsSession>,
+    tls: Option<crate::types::TlsSession>,
     service: GatewayService,
     settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,

@@ -11,7 +11,7 @@ use http::{header, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::config::LimitsConfig;
-use crate::http_error::error_response;
+use crate::types::error_response;
 use axum::body::Body;
 
 /// Adds [`RequestLimits`] to a service.

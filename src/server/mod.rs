@@ -22,11 +22,11 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 
+use crate::types::ConnectionInfo;
 pub use bind::{bind_all, BindAddress, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
 pub use forwarded::TrustedProxies;
-pub use gateway_middleware::ConnectionInfo;
 pub use limits::{RequestLimits, RequestLimitsLayer};
 pub use recycle::Recycle;
 
@@ -230,7 +230,7 @@ fn into_runtime(
 
 async fn accept_loop(
     listener: Listener,
-    service: pipeline::GatewayService,
+    service: crate::types::GatewayService,
     settings: ConnectionSettings,
     mut stop: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,

@@ -29,13 +29,6 @@ pub enum TlsError {
     Rustls(String),
 }
 
-/// What a TLS connection tells the application, put in each request's extensions.
-#[derive(Clone, Debug, Default)]
-pub struct TlsSession {
-    /// The verified client certificate's subject (`CN=alice,O=Example`), with mTLS.
-    pub client_subject: Option<String>,
-}
-
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let fail = |message: String| TlsError::File {
         key,
@@ -93,12 +86,12 @@ pub fn acceptor(config: &TlsConfig, http2: bool) -> Result<TlsAcceptor, TlsError
 }
 
 /// The session facts of an established connection.
-pub fn session<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> TlsSession {
+pub fn session<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> crate::types::TlsSession {
     let (_, connection) = stream.get_ref();
     let client_subject = connection
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
         .map(|(_, cert)| cert.subject().to_string());
-    TlsSession { client_subject }
+    crate::types::TlsSession { client_subject }
 }

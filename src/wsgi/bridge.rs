@@ -34,7 +34,7 @@ use tower::{Service, ServiceExt};
 use super::environ::latin1;
 use super::interpreter::format_exception;
 use super::response::accept_head;
-use crate::pipeline::GatewayService;
+use crate::types::GatewayService;
 
 /// The environ of the Python layer above a bridge, carried in request extensions.
 #[derive(Clone)]
@@ -295,7 +295,7 @@ impl Service<Request<Body>> for InlineApp {
                     "application error:\n{}",
                     format_exception(py, &error)
                 );
-                crate::http_error::error_response(StatusCode::INTERNAL_SERVER_ERROR)
+                crate::types::error_response(StatusCode::INTERNAL_SERVER_ERROR)
             }
         });
         std::future::ready(Ok(response))

@@ -12,7 +12,29 @@ use super::bridge::{InlineApp, NativeBridge};
 use super::interpreter::format_exception;
 use super::traced::TracedCallable;
 use super::{AppSpec, WsgiError};
-use crate::pipeline::{NativeLayer, PythonStage, Stage};
+use crate::types::NativeLayer;
+
+/// A Python middleware entry, ready to be imported and called.
+#[derive(Clone, Debug)]
+pub struct PythonStage {
+    /// Position in `[[middleware]]`.
+    pub index: usize,
+    /// `module:callable` of the factory.
+    pub spec: String,
+    /// PasteDeploy `filter_factory` (true) or `factory(app, **options)` (false).
+    pub filter: bool,
+    /// The options table as JSON.
+    pub options_json: String,
+}
+
+/// One step of the Python side of the pipeline, outermost first.
+#[derive(Clone)]
+pub enum Stage {
+    /// A Python middleware.
+    Python(PythonStage),
+    /// Native layers between Python middleware (or between one and the app).
+    Native(Vec<(usize, NativeLayer)>),
+}
 
 /// The outermost callable of the Python side and what its first segment holds.
 pub struct Composed {

@@ -31,6 +31,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 pub use app_spec::{AppSpec, PasteSpec};
+pub use compose::{PythonStage, Stage};
 pub use error::WsgiError;
 pub use service::WsgiService;
 
@@ -72,7 +73,7 @@ pub struct AppSettings {
 /// error carries the Python traceback.
 pub fn load(
     settings: &AppSettings,
-    stages: &[crate::pipeline::Stage],
+    stages: &[Stage],
     runtime: tokio::runtime::Handle,
 ) -> Result<WsgiService, WsgiError> {
     let spec = match &settings.source {

@@ -17,8 +17,8 @@ use tower::Service;
 use super::environ::RequestHead;
 use super::input::InputSource;
 use super::pool::{Job, PythonPool};
-use crate::http_error::error_response;
-use crate::server::ConnectionInfo;
+use crate::types::error_response;
+use crate::types::ConnectionInfo;
 
 /// Bodies up to this size with a declared length are read before the application is
 /// called, so a slow upload never holds a Python thread.
@@ -114,7 +114,7 @@ impl Inner {
             remote_user,
             client_subject: parts
                 .extensions
-                .get::<Arc<crate::server::tls::TlsSession>>()
+                .get::<Arc<crate::types::TlsSession>>()
                 .and_then(|tls| tls.client_subject.clone()),
         };
         // Kept only to name the request if it times out (a refcount, not a format).
