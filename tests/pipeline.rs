@@ -156,37 +156,37 @@ fn startup_errors_name_the_entry() {
     let cases = [
         (
             "[[middleware]]\nkind = \"compresion\"\n",
-            "middleware.0",
+            "middleware[0]",
             "unknown variant",
         ),
         (
             "[[middleware]]\nkind = \"compression\"\nlevel = 3\n",
-            "middleware.0",
+            "middleware[0]",
             "level",
         ),
         (
             "[[middleware]]\nkind = \"compression\"\nencodings = [\"lzma\"]\n",
-            "middleware.0",
+            "middleware[0]",
             "lzma",
         ),
         (
             "[[middleware]]\nkind = \"python\"\n",
-            "middleware.0",
+            "middleware[0]",
             "exactly one of factory and filter_factory",
         ),
         (
             "[[middleware]]\nkind = \"auth\"\nhtpasswd = \"/nonexistent/htpasswd\"\n",
-            "middleware.0",
+            "middleware[0]",
             "/nonexistent/htpasswd",
         ),
         (
             "[[middleware]]\nkind = \"static\"\nmount = \"/s\"\ndir = \"/nonexistent/dir\"\n",
-            "middleware.0",
+            "middleware[0]",
             "/nonexistent/dir",
         ),
         (
             "[[middleware]]\nkind = \"access_log\"\nformat = \"%(zz)s\"\n",
-            "middleware.0",
+            "middleware[0]",
             "%(zz)s",
         ),
     ];

@@ -3,13 +3,15 @@
 use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
+use super::app_spec::{AppSpec, PasteSpec};
+
 /// The WSGI application and its Python environment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppConfig {
     /// The application as `"module:callable"` (gunicorn's syntax). The callable may be an
     /// expression on the module such as `"myapp:create_app()"`.
-    pub wsgi: Option<String>,
+    pub wsgi: Option<AppSpec>,
     /// Instead of `wsgi`: a PasteDeploy stack, `"production.ini"` or
     /// `"production.ini#main"` (relative to the config file), loaded with
     /// `paste.deploy.loadapp`; its `[loggers]` sections configure Python logging.
@@ -24,4 +26,13 @@ pub struct AppConfig {
     /// The mount prefix the application is served under (`SCRIPT_NAME`), e.g. `"/api"`.
     /// Requests outside it get 404.
     pub script_name: String,
+}
+
+impl AppConfig {
+    /// `paste` split into its file (resolved against the config file) and app name.
+    pub fn paste_spec(&self) -> Option<PasteSpec> {
+        self.paste
+            .as_ref()
+            .map(|paste| PasteSpec::split(&paste.relative()))
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+use super::app_spec::AppSpec;
 use super::units::ByteSize;
 
 /// One layer of the pipeline.
@@ -160,10 +161,10 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, default)]
 pub struct PythonConfig {
     /// `"module:callable"` called as `callable(app, **options)`.
-    pub factory: Option<String>,
+    pub factory: Option<AppSpec>,
     /// `"module:callable"` called as `callable(global_conf, **options)(app)`
     /// (PasteDeploy filter factories).
-    pub filter_factory: Option<String>,
+    pub filter_factory: Option<AppSpec>,
     /// Keyword arguments, passed as they are written (strings, numbers, booleans,
     /// arrays, tables).
     pub options: BTreeMap<String, serde_json::Value>,

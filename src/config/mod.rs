@@ -5,10 +5,13 @@
 //! < command-line flags. `config/gateway.toml` in the repository is the annotated
 //! reference of every key.
 
+mod address;
 mod app;
+mod app_spec;
 mod error;
 mod limits;
 mod middleware;
+mod proxies;
 mod server;
 mod telemetry;
 pub mod units;
@@ -19,13 +22,16 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use address::{BindAddress, FileMode};
 pub use app::AppConfig;
+pub use app_spec::{AppSpec, PasteSpec};
 pub use error::ConfigError;
 pub use limits::LimitsConfig;
 pub use middleware::{
     AccessLogConfig, AuthConfig, AuthScheme, CompressionConfig, HeaderRules, HeadersConfig,
     MiddlewareConfig, PythonConfig, StaticConfig,
 };
+pub use proxies::{Cidr, TrustedProxies};
 pub use server::{ServerConfig, TlsConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};
 
@@ -79,9 +85,19 @@ pub struct LoadedConfig {
     pub config: GatewayConfig,
     /// The config file, if one was read.
     pub file: Option<PathBuf>,
+    /// The merged sources, to say where a value came from.
+    figment: Figment,
 }
 
 impl LoadedConfig {
+    /// A problem with `key` found after loading (a file it names cannot be read, a layer
+    /// cannot be built), reported like every other configuration error: the key, the
+    /// problem and where the value came from. `key` is written as the README does:
+    /// `server.tls.cert`, `middleware[2]`.
+    pub fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        invalid_value(&self.figment, key, message.into())
+    }
+
     /// The folder relative paths in the config are resolved against: the config file's
     /// folder, or the current directory when there is no file.
     pub fn base_dir(&self) -> PathBuf {
@@ -121,9 +137,12 @@ pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfi
     let config: GatewayConfig = figment
         .extract()
         .map_err(|e| ConfigError::Parse(describe(&e)))?;
-    let loaded = LoadedConfig { config, file };
-    validate(&loaded.config, &figment, &loaded.base_dir())?;
-    Ok(loaded)
+    validate(&config, &figment)?;
+    Ok(LoadedConfig {
+        config,
+        file,
+        figment,
+    })
 }
 
 /// Render figment's errors as `key: problem (from source)`, one per line.
@@ -135,7 +154,7 @@ fn describe(errors: &figment::Error) -> String {
             let key = if error.path.is_empty() {
                 "(top level)".to_owned()
             } else {
-                error.path.join(".")
+                key_name(&error.path)
             };
             let problem = match &error.kind {
                 figment::error::Kind::UnknownField(field, expected) => {
@@ -155,6 +174,23 @@ fn describe(errors: &figment::Error) -> String {
         .join("\n")
 }
 
+/// A key path as the README writes it: list positions in brackets
+/// (`middleware[0].kind`, not figment's `middleware.0.kind`).
+fn key_name(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
 /// Where a value came from: the full path of a file, or the provider's name.
 fn origin(metadata: Option<&figment::Metadata>) -> String {
     match metadata {
@@ -167,29 +203,25 @@ fn origin(metadata: Option<&figment::Metadata>) -> String {
     }
 }
 
-/// Check values that parse but make no sense, naming the key and its source.
-fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| {
-        // figment records where lists came from, not each element: `middleware.2` is
-        // looked up as `middleware`.
-        let lookup = key
-            .split_once('.')
-            .filter(|(_, rest)| rest.parse::<usize>().is_ok());
-        let lookup = lookup.map_or(key, |(list, _)| list);
-        Err(ConfigError::Invalid {
-            key: key.to_owned(),
-            message,
-            origin: origin(figment.find_metadata(lookup)),
-        })
-    };
+/// A [`ConfigError::Invalid`] for `key`, with the source of its value. Lists are
+/// written `middleware[2]`; figment records where a list came from, not each element.
+fn invalid_value(figment: &Figment, key: &str, message: String) -> ConfigError {
+    let lookup = key.split_once('[').map_or(key, |(list, _)| list);
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+        origin: origin(figment.find_metadata(lookup)),
+    }
+}
+
+/// Check values that parse but make no sense, naming the key and its source. Nothing
+/// outside the configuration is looked at here: files, certificates and layers are
+/// checked by the start-up step above this module.
+fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| Err(invalid_value(figment, key, message));
     let server = &config.server;
     if server.bind.is_empty() {
         return invalid("server.bind", "at least one address is needed".into());
-    }
-    for address in &server.bind {
-        if let Err(message) = crate::server::BindAddress::parse(address) {
-            return invalid("server.bind", message);
-        }
     }
     if server.workers == 0 || server.workers > 512 {
         return invalid(
@@ -205,26 +237,13 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
     }
     if let Some(tls) = &server.tls {
         for address in &tls.bind {
-            match crate::server::BindAddress::parse(address) {
-                Ok(crate::server::BindAddress::Tcp(_)) => {}
-                Ok(_) => {
-                    return invalid(
-                        "server.tls.bind",
-                        format!("{address:?}: TLS listens on HOST:PORT"),
-                    )
-                }
-                Err(message) => return invalid("server.tls.bind", message),
+            if let BindAddress::Unix(_) = address {
+                return invalid(
+                    "server.tls.bind",
+                    format!("{:?}: TLS listens on HOST:PORT", address.to_string()),
+                );
             }
         }
-        if let Err(error) = crate::server::tls::acceptor(tls, server.http2) {
-            return invalid("server.tls", error.to_string());
-        }
-    }
-    if let Err(message) = server.unix_mode() {
-        return invalid("server.unix_socket_mode", message);
-    }
-    if let Err(message) = crate::server::TrustedProxies::parse(&server.forwarded_allow_ips) {
-        return invalid("server.forwarded_allow_ips", message);
     }
     if server.io_threads == 0 || server.io_threads > 256 {
         return invalid(
@@ -232,7 +251,7 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
             format!("must be 1..=256, got {}", server.io_threads),
         );
     }
-    match (config.app.wsgi.as_deref(), config.app.paste.as_ref()) {
+    match (&config.app.wsgi, &config.app.paste) {
         (None, None) => {
             return invalid(
                 "app.wsgi",
@@ -243,23 +262,16 @@ fn validate(config: &GatewayConfig, figment: &Figment, base: &Path) -> Result<()
         (Some(_), Some(_)) => {
             return invalid("app.paste", "set app.wsgi or app.paste, not both".into());
         }
-        (Some(spec), None) => {
-            if let Err(message) = crate::wsgi::AppSpec::parse(spec) {
-                return invalid("app.wsgi", message);
-            }
-        }
-        (None, Some(paste)) => {
-            if let Err(message) = crate::wsgi::PasteSpec::parse(&paste.relative()) {
-                return invalid("app.paste", message);
-            }
-        }
+        _ => {}
     }
     for (index, entry) in config.middleware.iter().enumerate() {
-        if let Err(message) = crate::pipeline::check_entry(entry, base) {
-            return invalid(
-                &format!("middleware.{index}"),
-                format!("({}) {message}", entry.kind()),
-            );
+        if let MiddlewareConfig::Python(python) = entry {
+            if python.factory.is_some() == python.filter_factory.is_some() {
+                return invalid(
+                    &format!("middleware[{index}]"),
+                    "(python) set exactly one of factory and filter_factory".into(),
+                );
+            }
         }
     }
     let script_name = &config.app.script_name;

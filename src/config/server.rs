@@ -5,6 +5,8 @@ use std::time::Duration;
 use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
+use super::address::{BindAddress, FileMode};
+use super::proxies::TrustedProxies;
 use super::units::{duration, one_or_many, ByteSize};
 
 /// How the gateway listens and how long it waits.
@@ -15,9 +17,9 @@ pub struct ServerConfig {
     /// or `"unix:/path/to.sock"`. Port 0 asks the OS for a free port; the chosen address
     /// is logged.
     #[serde(deserialize_with = "one_or_many")]
-    pub bind: Vec<String>,
+    pub bind: Vec<BindAddress>,
     /// Permissions of unix socket files, as an octal string (`"660"`: owner and group).
-    pub unix_socket_mode: String,
+    pub unix_socket_mode: FileMode,
     /// Worker processes, or `"auto"` for one per core. Each has its own interpreter,
     /// Python thread pool and runtime; a supervisor process restarts them.
     #[serde(deserialize_with = "super::units::worker_count")]
@@ -44,8 +46,7 @@ pub struct ServerConfig {
     /// Peers whose `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Host` headers are
     /// believed (CIDR blocks or addresses; `"*"` for any). From others they are passed
     /// through untouched (gunicorn's `forwarded_allow_ips`).
-    #[serde(deserialize_with = "one_or_many")]
-    pub forwarded_allow_ips: Vec<String>,
+    pub forwarded_allow_ips: TrustedProxies,
     /// Every TCP connection starts with a PROXY protocol header (v1 or v2, as HAProxy
     /// and cloud load balancers send), believed only from `forwarded_allow_ips`.
     pub proxy_protocol: bool,
@@ -75,26 +76,11 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
 }
 
-impl ServerConfig {
-    /// `unix_socket_mode` as a mode number.
-    pub fn unix_mode(&self) -> Result<u32, String> {
-        u32::from_str_radix(self.unix_socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|mode| *mode <= 0o777)
-            .ok_or_else(|| {
-                format!(
-                    "{:?} is not an octal file mode such as \"660\"",
-                    self.unix_socket_mode
-                )
-            })
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            bind: vec!["127.0.0.1:8000".to_owned()],
-            unix_socket_mode: "660".to_owned(),
+            bind: vec![BindAddress::Tcp("127.0.0.1:8000".to_owned())],
+            unix_socket_mode: FileMode(0o660),
             workers: 1,
             max_requests: 0,
             max_requests_jitter: 0,
@@ -102,7 +88,8 @@ impl Default for ServerConfig {
             timeout: Duration::from_secs(60),
             threads: 4,
             io_threads: 1,
-            forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
+            forwarded_allow_ips: TrustedProxies::parse(&["127.0.0.1".to_owned(), "::1".to_owned()])
+                .expect("valid addresses"),
             proxy_protocol: false,
             backlog: 2048,
             http2: true,
@@ -122,7 +109,7 @@ impl Default for ServerConfig {
 pub struct TlsConfig {
     /// `"HOST:PORT"` listeners that speak TLS (in addition to `server.bind`).
     #[serde(deserialize_with = "one_or_many")]
-    pub bind: Vec<String>,
+    pub bind: Vec<BindAddress>,
     /// PEM certificate chain, leaf first (relative to the config file).
     pub cert: RelativePathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).

@@ -81,17 +81,36 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 /// Accept either a single string or a list of strings (`bind = "x"` or `bind = ["x", "y"]`),
 /// so environment variables such as `GATEWAY_SERVER__BIND=0.0.0.0:8000` work unquoted.
-pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+pub fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<String, Error = String>,
+{
+    OneOrMany::deserialize(deserializer)?
+        .into_vec()
+        .into_iter()
+        .map(|text| T::try_from(text).map_err(de::Error::custom))
+        .collect()
+}
+
+/// A string or a list of strings, as written in TOML or a variable.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `key = "x"`.
+    One(String),
+    /// `key = ["x", "y"]`.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, one or many.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
     }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::{GatewayConfig, MiddlewareConfig, PythonConfig};
 use crate::server::RequestLimitsLayer;
 use crate::types::{GatewayService, NativeLayer};
-use crate::wsgi::{AppSpec, PythonStage, Stage, WsgiService};
+use crate::wsgi::{PythonStage, Stage, WsgiService};
 
 /// The pipeline, split where it crosses into Python.
 #[derive(Clone, Default)]
@@ -92,7 +92,6 @@ fn python_stage(index: usize, config: &PythonConfig) -> Result<PythonStage, Stri
         (None, Some(spec)) => (spec.clone(), true),
         _ => return Err("set exactly one of factory and filter_factory".into()),
     };
-    AppSpec::parse(&spec)?;
     let options_json =
         serde_json::to_string(&config.options).map_err(|e| format!("options: {e}"))?;
     Ok(PythonStage {
@@ -112,10 +111,8 @@ pub fn describe(config: &GatewayConfig) -> String {
         match entry {
             MiddlewareConfig::Python(python) => {
                 let spec = python.factory.as_ref().or(python.filter_factory.as_ref());
-                segment.push(format!(
-                    "python {}",
-                    spec.map(String::as_str).unwrap_or("?")
-                ));
+                let spec = spec.map_or_else(|| "?".to_owned(), ToString::to_string);
+                segment.push(format!("python {spec}"));
             }
             native => {
                 if !segment.is_empty() {
@@ -131,17 +128,6 @@ pub fn describe(config: &GatewayConfig) -> String {
     }
     parts.push("app".to_owned());
     parts.join(" -> ")
-}
-
-/// Check one entry without side effects beyond reading the files it names (used by
-/// config validation and `wsgi-gateway check`). Relative paths are relative to `base`.
-pub fn check_entry(entry: &MiddlewareConfig, base: &Path) -> Result<(), String> {
-    match entry {
-        MiddlewareConfig::AccessLog(config) => native::check_access_log(config),
-        MiddlewareConfig::Python(config) => python_stage(0, config).map(drop),
-        // Building these only reads their files.
-        other => native_layer(other, base).map(drop),
-    }
 }
 
 /// Compose the served pipeline: `outer` native layers, the request limits, and the

@@ -42,13 +42,6 @@ pub fn access_log(config: &AccessLogConfig, base: &Path) -> Result<NativeLayer, 
     Ok(boxed(layer))
 }
 
-/// Check an access log entry without opening anything.
-pub fn check_access_log(config: &AccessLogConfig) -> Result<(), String> {
-    LogFormat::parse(&config.format)
-        .map(drop)
-        .map_err(|e| format!("format: {e}"))
-}
-
 /// Build the compression layer.
 pub fn compression(config: &CompressionConfig) -> Result<NativeLayer, String> {
     let encodings = config

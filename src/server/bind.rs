@@ -7,14 +7,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// One `server.bind` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BindAddress {
-    /// A TCP `host:port`.
-    Tcp(String),
-    /// A unix socket path (`unix:/run/app.sock`).
-    Unix(PathBuf),
-}
+use crate::config::BindAddress;
 
 /// A bound, listening socket, before it is handed to the runtime.
 #[derive(Debug)]
@@ -86,75 +79,56 @@ impl BoundListener {
     }
 }
 
-impl BindAddress {
-    /// Check the shape of a bind string without resolving it.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(format!("{text:?} names no socket path"));
-            }
-            return Ok(BindAddress::Unix(PathBuf::from(path)));
-        }
-        let (host, port) = text
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} is not HOST:PORT or unix:PATH"))?;
-        if host.is_empty() {
-            return Err(format!(
-                "{text:?} has no host; use 0.0.0.0:PORT or [::]:PORT"
-            ));
-        }
-        port.parse::<u16>()
-            .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
-        Ok(BindAddress::Tcp(text.to_owned()))
-    }
-
-    /// Bind listening sockets (`backlog` pending connections) for this entry: one per
-    /// address a TCP name resolves to, or the unix socket (a stale socket file is
-    /// replaced; the file gets `unix_mode`).
-    pub fn bind(&self, backlog: u32, unix_mode: u32) -> std::io::Result<Vec<BoundListener>> {
-        let backlog = backlog.min(i32::MAX as u32) as i32;
-        match self {
-            BindAddress::Tcp(text) => {
-                let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
-                let mut listeners = Vec::with_capacity(addresses.len());
-                for address in addresses {
-                    let socket = Socket::new(
-                        Domain::for_address(address),
-                        Type::STREAM,
-                        Some(Protocol::TCP),
-                    )?;
-                    socket.set_reuse_address(true)?;
-                    if address.is_ipv6() {
-                        socket.set_only_v6(true)?;
-                    }
-                    socket
-                        .bind(&address.into())
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("{address}: {e}")))?;
-                    socket.listen(backlog)?;
-                    listeners.push(BoundListener::Tcp(socket.into()));
+/// Bind listening sockets (`backlog` pending connections) for one address: one per
+/// address a TCP name resolves to, or the unix socket (a stale socket file is replaced;
+/// the file gets `unix_mode`).
+pub fn bind(
+    address: &BindAddress,
+    backlog: u32,
+    unix_mode: u32,
+) -> std::io::Result<Vec<BoundListener>> {
+    let backlog = backlog.min(i32::MAX as u32) as i32;
+    match address {
+        BindAddress::Tcp(text) => {
+            let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
+            let mut listeners = Vec::with_capacity(addresses.len());
+            for address in addresses {
+                let socket = Socket::new(
+                    Domain::for_address(address),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )?;
+                socket.set_reuse_address(true)?;
+                if address.is_ipv6() {
+                    socket.set_only_v6(true)?;
                 }
-                Ok(listeners)
-            }
-            BindAddress::Unix(path) => {
-                if let Ok(metadata) = std::fs::symlink_metadata(path) {
-                    if metadata.file_type().is_socket() {
-                        std::fs::remove_file(path)?;
-                    } else {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::AlreadyExists,
-                            format!("{} exists and is not a socket", path.display()),
-                        ));
-                    }
-                }
-                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-                socket.bind(&SockAddr::unix(path)?)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+                socket
+                    .bind(&address.into())
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{address}: {e}")))?;
                 socket.listen(backlog)?;
-                Ok(vec![BoundListener::Unix {
-                    listener: socket.into(),
-                    path: Some(path.clone()),
-                }])
+                listeners.push(BoundListener::Tcp(socket.into()));
             }
+            Ok(listeners)
+        }
+        BindAddress::Unix(path) => {
+            if let Ok(metadata) = std::fs::symlink_metadata(path) {
+                if metadata.file_type().is_socket() {
+                    std::fs::remove_file(path)?;
+                } else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ));
+                }
+            }
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket.bind(&SockAddr::unix(path)?)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+            socket.listen(backlog)?;
+            Ok(vec![BoundListener::Unix {
+                listener: socket.into(),
+                path: Some(path.clone()),
+            }])
         }
     }
 }
@@ -164,7 +138,7 @@ impl BindAddress {
 pub fn bind_all(
     server: &crate::config::ServerConfig,
 ) -> Result<Vec<BoundListener>, (String, std::io::Error)> {
-    let mode = server.unix_mode().unwrap_or(0o660);
+    let mode = server.unix_socket_mode.0;
     let plain = server.bind.iter().map(|a| (a, false));
     let tls = server
         .tls
@@ -173,10 +147,8 @@ pub fn bind_all(
         .map(|a| (a, true));
     let mut listeners = Vec::new();
     for (address, is_tls) in plain.chain(tls) {
-        let fail = |error: std::io::Error| (address.clone(), error);
-        let parsed = BindAddress::parse(address)
-            .map_err(|m| fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        for listener in parsed.bind(server.backlog, mode).map_err(fail)? {
+        let fail = |error: std::io::Error| (address.to_string(), error);
+        for listener in bind(address, server.backlog, mode).map_err(fail)? {
             listeners.push(match listener {
                 BoundListener::Tcp(tcp) if is_tls => BoundListener::Tls(tcp),
                 other => other,

@@ -21,16 +21,20 @@ use tower::{Service, ServiceExt};
 
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use super::ConnectionInfo;
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, TrustedProxies};
 use crate::metrics::{MeteredRequestBody, RequestMeter};
 use crate::types::GatewayService;
+
+/// Called once for every request a connection receives (the worker counts them
+/// towards `server.max_requests`).
+pub type OnRequest = Arc<dyn Fn() + Send + Sync>;
 
 /// Protocol settings shared by all connections.
 #[derive(Clone)]
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
-    requests: Arc<super::Recycle>,
-    proxies: Arc<super::TrustedProxies>,
+    on_request: OnRequest,
+    proxies: Arc<TrustedProxies>,
     proxy_protocol: bool,
     keepalive_timeout: Duration,
     header_timeout: Duration,
@@ -85,7 +89,7 @@ impl ConnectionSettings {
     }
 
     /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
-    pub fn new(config: &GatewayConfig, requests: Arc<super::Recycle>) -> Self {
+    pub fn new(config: &GatewayConfig, on_request: OnRequest) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -107,12 +111,10 @@ impl ConnectionSettings {
         if !config.server.http2 {
             builder = builder.http1_only();
         }
-        let proxies = super::TrustedProxies::parse(&config.server.forwarded_allow_ips)
-            .expect("validated with the config");
         Self {
             builder,
-            requests,
-            proxies: Arc::new(proxies),
+            on_request,
+            proxies: Arc::new(config.server.forwarded_allow_ips.clone()),
             proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
@@ -135,7 +137,7 @@ pub async fn serve<T>(
     let activity = ConnectionActivity::new();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
     let requests = activity.clone();
-    let budget = settings.requests.clone();
+    let on_request = settings.on_request.clone();
     let proxies = settings.proxies.clone();
     let tls = tls.map(Arc::new);
     // Set when the server drains: HTTP/1 responses then carry `Connection: close`, so a
@@ -150,7 +152,7 @@ pub async fn serve<T>(
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (mut parts, body) = request.into_parts();
         let mut info = info;
-        proxies.apply(&mut info, &mut parts.headers);
+        super::forwarded::apply(&proxies, &mut info, &mut parts.headers);
         parts.extensions.insert(info);
         if let Some(tls) = &tls {
             parts.extensions.insert(tls.clone());
@@ -169,7 +171,7 @@ pub async fn serve<T>(
         let body = MeteredRequestBody::new(body, meter.clone());
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
-        budget.count();
+        on_request();
         let finished = FinishGuard(requests.clone());
         let response = span.in_scope(|| call_in_place(&service, request));
         let closing = closing_responses.clone();

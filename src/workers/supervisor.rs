@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::admin;
+use super::error::WorkersError;
 use super::handoff::{worker_env, EXIT_RECYCLE};
 use crate::config::LoadedConfig;
 use crate::metrics::otlp::PeriodicExport;
@@ -37,32 +38,6 @@ const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 /// How long a new worker may take to import the app and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Why the supervisor stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    /// A listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A worker process could not be started at all.
-    #[error("cannot start a worker process: {0}")]
-    Spawn(std::io::Error),
-    /// The first workers did not come up (the application failed to load).
-    #[error("worker {slot} did not start; its error is in the log")]
-    StartupFailed { slot: usize },
-    /// Workers keep crashing.
-    #[error(
-        "{crashes} worker crashes in {window:?}: stopping instead of restarting them in a loop"
-    )]
-    CrashLoop { crashes: usize, window: Duration },
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-}
 
 /// One running worker process.
 struct Worker {
@@ -102,10 +77,10 @@ struct StopSignals {
 }
 
 impl StopSignals {
-    fn new() -> Result<Self, SupervisorError> {
+    fn new() -> Result<Self, WorkersError> {
         Ok(Self {
-            terminate: signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?,
-            interrupt: signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?,
+            terminate: signal(SignalKind::terminate()).map_err(WorkersError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(WorkersError::Signals)?,
         })
     }
 
@@ -119,17 +94,17 @@ impl StopSignals {
 }
 
 /// Bind the listeners, start the workers, and supervise them until SIGTERM/SIGINT.
-pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
+pub async fn supervise(loaded: LoadedConfig) -> Result<(), WorkersError> {
     let config = &loaded.config;
     let listeners = crate::server::bind_all(&config.server)
-        .map_err(|(address, source)| SupervisorError::Bind { address, source })?;
+        .map_err(|(address, source)| WorkersError::Bind { address, source })?;
     let health = admin::Health::new(config.server.workers);
     let metrics = Arc::new(std::sync::Mutex::new(MetricsHub::new()));
     let metrics_export = PeriodicExport::start(&config.telemetry, metrics.clone());
     if let Some(address) = &config.telemetry.admin_bind {
         let listener = tokio::net::TcpListener::bind(address)
             .await
-            .map_err(|source| SupervisorError::Bind {
+            .map_err(|source| WorkersError::Bind {
                 address: address.clone(),
                 source,
             })?;
@@ -151,7 +126,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
         stop: StopSignals::new()?,
         stop_requested: false,
     };
-    let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(WorkersError::Signals)?;
 
     for slot in 0..config.server.workers {
         let starting = supervisor.spawn(slot)?;
@@ -160,7 +135,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
             if supervisor.stop_requested {
                 return Ok(());
             }
-            return Err(SupervisorError::StartupFailed { slot });
+            return Err(WorkersError::StartupFailed { slot });
         }
     }
     for listener in &supervisor.listeners {
@@ -206,8 +181,8 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), SupervisorError> {
 
 impl Supervisor {
     /// Start a worker for `slot`: this binary, same arguments, plus the handoff.
-    fn spawn(&mut self, slot: usize) -> Result<Starting, SupervisorError> {
-        let (read_end, write_end) = pipe().map_err(SupervisorError::Spawn)?;
+    fn spawn(&mut self, slot: usize) -> Result<Starting, WorkersError> {
+        let (read_end, write_end) = pipe().map_err(WorkersError::Spawn)?;
         let region = match self.hub().new_region() {
             Ok(region) => Some(region),
             Err(error) => {
@@ -260,7 +235,7 @@ impl Supervisor {
         let mut child = tokio::process::Command::from(command)
             .kill_on_drop(false)
             .spawn()
-            .map_err(SupervisorError::Spawn)?;
+            .map_err(WorkersError::Spawn)?;
         drop(write_end);
         let pid = child.id().unwrap_or(0);
         if let Some(region) = region {
@@ -370,7 +345,7 @@ impl Supervisor {
     }
 
     /// A worker exited: replace it unless it was told to stop.
-    async fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), SupervisorError> {
+    async fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), WorkersError> {
         self.hub().worker_exited(pid);
         let Some(worker) = self.workers.remove(&pid) else {
             return Ok(());
@@ -410,7 +385,7 @@ impl Supervisor {
                 .retain(|t| now.duration_since(*t) < CRASH_WINDOW);
             self.crashes.push(now);
             if self.crashes.len() >= CRASH_LIMIT {
-                return Err(SupervisorError::CrashLoop {
+                return Err(WorkersError::CrashLoop {
                     crashes: self.crashes.len(),
                     window: CRASH_WINDOW,
                 });

@@ -11,7 +11,8 @@ use tower::ServiceExt;
 use super::bridge::{InlineApp, NativeBridge};
 use super::interpreter::format_exception;
 use super::traced::TracedCallable;
-use super::{AppSpec, WsgiError};
+use super::WsgiError;
+use crate::config::AppSpec;
 use crate::types::NativeLayer;
 
 /// A Python middleware entry, ready to be imported and called.
@@ -20,7 +21,7 @@ pub struct PythonStage {
     /// Position in `[[middleware]]`.
     pub index: usize,
     /// `module:callable` of the factory.
-    pub spec: String,
+    pub spec: AppSpec,
     /// PasteDeploy `filter_factory` (true) or `factory(app, **options)` (false).
     pub filter: bool,
     /// The options table as JSON.
@@ -69,7 +70,7 @@ pub fn compose(
     for stage in stages.iter().rev() {
         callable = match stage {
             Stage::Python(python) => {
-                segment.push(python.spec.clone());
+                segment.push(python.spec.to_string());
                 wrap_python(py, callable, python)?
             }
             Stage::Native(layers) => {
@@ -107,11 +108,10 @@ fn wrap_python(
 ) -> Result<Py<PyAny>, WsgiError> {
     let fail = |traceback: String| WsgiError::Middleware {
         entry: stage.index,
-        spec: stage.spec.clone(),
+        spec: stage.spec.to_string(),
         traceback,
     };
-    let spec = AppSpec::parse(&stage.spec).map_err(&fail)?;
-    let factory = super::interpreter::load_app(py, &spec, &stage.spec).map_err(|e| match e {
+    let factory = super::interpreter::load_app(py, &stage.spec).map_err(|e| match e {
         WsgiError::AppImport { traceback, .. } => fail(traceback),
         other => fail(other.to_string()),
     })?;

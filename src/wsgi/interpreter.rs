@@ -13,7 +13,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::{AppSpec, WsgiError};
+use super::WsgiError;
+use crate::config::{AppSpec, PasteSpec};
 
 /// Where Python should come from and what goes on `sys.path`.
 #[derive(Clone, Debug, Default)]
@@ -134,9 +135,9 @@ fn prepend_sys_path(py: Python<'_>, entries: &[PathBuf]) -> PyResult<()> {
 }
 
 /// Import the module named by `spec` and return the callable, or the Python traceback.
-pub fn load_app(py: Python<'_>, spec: &AppSpec, raw: &str) -> Result<Py<PyAny>, WsgiError> {
+pub fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, WsgiError> {
     let fail = |traceback: String| WsgiError::AppImport {
-        spec: raw.to_owned(),
+        spec: spec.to_string(),
         traceback,
     };
     let module = py
@@ -192,8 +193,8 @@ pub fn format_exception(py: Python<'_>, error: &PyErr) -> String {
 
 /// Load a PasteDeploy stack with `paste.deploy.loadapp`, after configuring logging from
 /// the file's `[loggers]` sections as `pserve` does.
-pub fn load_paste(py: Python<'_>, spec: &super::PasteSpec) -> Result<Py<PyAny>, WsgiError> {
-    let shown = format!("{}#{}", spec.file.display(), spec.name);
+pub fn load_paste(py: Python<'_>, spec: &PasteSpec) -> Result<Py<PyAny>, WsgiError> {
+    let shown = spec.to_string();
     let fail = |traceback: String| WsgiError::AppImport {
         spec: shown.clone(),
         traceback,

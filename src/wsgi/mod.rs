@@ -9,7 +9,6 @@
 //! - [`body`]: the response body on its way back to hyper.
 //! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline.
 
-mod app_spec;
 pub mod body;
 pub mod bridge;
 mod call;
@@ -28,9 +27,10 @@ mod traced;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{AppSpec, PasteSpec};
+
 use pyo3::prelude::*;
 
-pub use app_spec::{AppSpec, PasteSpec};
 pub use compose::{PythonStage, Stage};
 pub use error::WsgiError;
 pub use service::WsgiService;
@@ -44,7 +44,7 @@ use pool::{AppContext, PythonPool};
 #[derive(Clone, Debug)]
 pub enum AppSource {
     /// `module:callable`.
-    Wsgi(String),
+    Wsgi(AppSpec),
     /// A PasteDeploy file.
     Paste(PasteSpec),
 }
@@ -76,27 +76,15 @@ pub fn load(
     stages: &[Stage],
     runtime: tokio::runtime::Handle,
 ) -> Result<WsgiService, WsgiError> {
-    let spec = match &settings.source {
-        AppSource::Wsgi(spec) => {
-            Some(
-                AppSpec::parse(spec).map_err(|message| WsgiError::AppImport {
-                    spec: spec.clone(),
-                    traceback: message,
-                })?,
-            )
-        }
-        AppSource::Paste(_) => None,
-    };
     interpreter::start(&settings.python)?;
     let context = Python::attach(|py| -> Result<AppContext, WsgiError> {
-        let app = match (&settings.source, &spec) {
-            (AppSource::Wsgi(raw), Some(spec)) => interpreter::load_app(py, spec, raw)?,
-            (AppSource::Paste(paste), _) => interpreter::load_paste(py, paste)?,
-            (AppSource::Wsgi(_), None) => unreachable!("parsed above"),
+        let app = match &settings.source {
+            AppSource::Wsgi(spec) => interpreter::load_app(py, spec)?,
+            AppSource::Paste(paste) => interpreter::load_paste(py, paste)?,
         };
         let app_name = match &settings.source {
-            AppSource::Wsgi(raw) => raw.clone(),
-            AppSource::Paste(paste) => format!("{}#{}", paste.file.display(), paste.name),
+            AppSource::Wsgi(spec) => spec.to_string(),
+            AppSource::Paste(paste) => paste.to_string(),
         };
         let traced = crate::telemetry::tracing_enabled();
         let composed = compose::compose(py, app, &app_name, stages, &runtime, traced)?;

@@ -1,9 +1,17 @@
-//! `module:callable`: how the application is named, as in gunicorn.
+//! `module:callable`: how the application is named, as in gunicorn; and
+//! `file.ini#name` for PasteDeploy.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// A parsed application reference: `"pkg.module:app"`, `"pkg.module:create_app()"`, or
 /// `"pkg.module"` (which means `pkg.module:application`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AppSpec {
+    /// The spec as written (trimmed), for messages and spans.
+    text: String,
     /// The module to import.
     pub module: String,
     /// A dotted attribute path or a call expression evaluated in the module's namespace.
@@ -34,6 +42,7 @@ impl AppSpec {
             return Err(format!("{spec:?} names no callable after ':'"));
         }
         Ok(Self {
+            text: spec.trim().to_owned(),
             module: module.to_owned(),
             expression: expression.to_owned(),
         })
@@ -44,6 +53,26 @@ impl AppSpec {
         self.expression
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    }
+}
+
+impl TryFrom<String> for AppSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<AppSpec> for String {
+    fn from(spec: AppSpec) -> String {
+        spec.to_string()
+    }
+}
+
+impl fmt::Display for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -78,15 +107,22 @@ pub struct PasteSpec {
 }
 
 impl PasteSpec {
-    /// Split `FILE#NAME` and check that the file can be read.
-    pub fn parse(path: &std::path::Path) -> Result<Self, String> {
+    /// Split `FILE#NAME` (the file is checked at start-up, not here).
+    pub fn split(path: &std::path::Path) -> Self {
         let text = path.to_string_lossy();
         let (file, name) = match text.rsplit_once('#') {
             Some((file, name)) if !name.is_empty() => (file.to_owned(), name.to_owned()),
             _ => (text.trim_end_matches('#').to_owned(), "main".to_owned()),
         };
-        let file = std::path::PathBuf::from(file);
-        std::fs::metadata(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        Ok(Self { file, name })
+        Self {
+            file: std::path::PathBuf::from(file),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for PasteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.file.display(), self.name)
     }
 }
