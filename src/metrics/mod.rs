@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod layout;
+mod meter_layer;
 pub mod otlp;
 pub mod prometheus;
 mod region;
@@ -23,6 +24,7 @@ mod request;
 
 pub use aggregate::{MetricsHub, RestartReason, Snapshot};
 pub use layout::WorkerMetrics;
+pub use meter_layer::{MeterLayer, MeteredBody};
 pub use region::Region;
 pub use request::{install, worker, MeteredRequestBody, RequestMeter};
 

@@ -14,19 +14,30 @@
 //! Native layers that come after a Python entry run inside a `NativeBridge` on the same
 //! Python thread (see `wsgi::bridge`).
 
+mod app_timeout;
+mod forwarded;
+mod limits;
 mod native;
 
+use std::convert::Infallible;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::body::Body;
 use gateway_middleware::request_path::{CanonicalPathLayer, PathRules};
-use tower::{ServiceBuilder, ServiceExt};
+use http::{Request, Response, StatusCode};
+use tower::util::{Either, MapRequestLayer};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use app_timeout::{AppTimeoutLayer, OnTimeout};
+pub use limits::{RequestLimits, RequestLimitsLayer};
+
 use crate::config::{GatewayConfig, MiddlewareConfig, PythonConfig};
-use crate::server::RequestLimitsLayer;
-use crate::types::{GatewayService, NativeLayer};
-use crate::wsgi::{PythonStage, Stage, WsgiService};
+use crate::metrics::MeterLayer;
+use crate::telemetry::request_span::RequestSpanLayer;
+use crate::types::{error_response, GatewayService, NativeLayer};
+use crate::wsgi::{PythonStage, Stage};
 
 /// The pipeline, split where it crosses into Python.
 #[derive(Clone, Default)]
@@ -130,44 +141,92 @@ pub fn describe(config: &GatewayConfig) -> String {
     parts.join(" -> ")
 }
 
-/// Compose the served pipeline: `outer` native layers, the request limits, and the
-/// WSGI service (which runs the Python side).
-pub fn build(
+/// What the request stack reports to the worker that runs it.
+#[derive(Clone)]
+pub struct WorkerHooks {
+    /// Called for every request (the worker counts them towards `max_requests`).
+    pub on_request: Arc<dyn Fn() + Send + Sync>,
+    /// Called with the request line of a request that ran past `server.timeout`.
+    pub on_timeout: OnTimeout,
+}
+
+/// The whole per-request stack, outermost first: what hyper calls for each request.
+/// Every layer is here, one per line, with the reason for its place; the result is
+/// boxed once.
+pub fn build<A>(
     config: &GatewayConfig,
-    outer: &[(usize, NativeLayer)],
-    app: WsgiService,
-) -> GatewayService {
-    // Refuse oversized requests before the application does any work for them; the
-    // layers the user put in front (access log, static files) still see them.
-    let limits = RequestLimitsLayer::new(config.limits.clone());
-    // Every decision on a path (auth, static, headers rules) and the app's PATH_INFO use
-    // the one canonical path; encoding tricks are refused before any layer sees them.
-    let canonical_path = CanonicalPathLayer::new(PathRules {
+    configured: &[(usize, NativeLayer)],
+    app: A,
+    hooks: WorkerHooks,
+) -> GatewayService
+where
+    A: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    A::Future: Send + 'static,
+{
+    let proxies = Arc::new(config.server.forwarded_allow_ips.clone());
+    let path_rules = PathRules {
         allow_encoded_slashes: config.limits.allow_encoded_slashes,
-    });
-    if outer.is_empty() {
-        // No native layers: one boxed service, the hot path of a bare gateway.
-        return ServiceBuilder::new()
-            .layer(CatchPanicLayer::new())
-            .layer(canonical_path)
-            .layer(limits)
-            .service(app)
-            .map_response(|response| response.map(Body::new))
-            .boxed_clone();
-    }
-    let inner = ServiceBuilder::new()
-        .layer(limits)
-        .service(app)
-        .boxed_clone();
-    let stacked = outer
-        .iter()
-        .rev()
-        .fold(inner, |service, (_, layer)| layer(service));
+    };
+    let on_request = hooks.on_request;
+    let below_configured = ServiceBuilder::new()
+        // After the configured layers, so the access log and static files still see
+        // (and log) what the limits refuse; before the app does any work for them.
+        .layer(RequestLimitsLayer::new(config.limits.clone()))
+        // Innermost: only the application's own time counts against server.timeout.
+        .layer(AppTimeoutLayer::new(
+            config.server.timeout,
+            hooks.on_timeout,
+        ))
+        .service(app);
+    // `[[middleware]]`, first entry outermost. Without any, nothing is boxed here.
+    let configured = if configured.is_empty() {
+        Either::Left(below_configured)
+    } else {
+        let inner = below_configured.boxed_clone();
+        Either::Right(
+            configured
+                .iter()
+                .rev()
+                .fold(inner, |service, (_, layer)| layer(service)),
+        )
+    };
     ServiceBuilder::new()
-        // Outermost: a bug in any layer below becomes a 500, not a dropped connection.
-        .layer(CatchPanicLayer::new())
-        .layer(canonical_path)
-        .service(stacked)
+        // Outermost: a panic in any layer below becomes a logged 500, not a dropped
+        // connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+        // First, so that everything below (span, metrics, logs, REMOTE_ADDR) sees the
+        // client that trusted proxies name, not the proxy.
+        .layer(MapRequestLayer::new(move |mut request: Request<Body>| {
+            forwarded::apply_to_request(&proxies, &mut request);
+            request
+        }))
+        // The server span: everything below runs inside it.
+        .layer(RequestSpanLayer)
+        // Duration, sizes and status of every request, refused ones included.
+        .layer(MeterLayer)
+        // Counted towards server.max_requests, refused ones included.
+        .layer(MapRequestLayer::new(move |request: Request<Body>| {
+            on_request();
+            request
+        }))
+        // Before any decision on a path: every layer below and the app's PATH_INFO see
+        // the one canonical path, and encoding tricks are refused here.
+        .layer(CanonicalPathLayer::new(path_rules))
+        .service(configured)
         .map_response(|response| response.map(Body::new))
         .boxed_clone()
+}
+
+/// What a panic below [`CatchPanicLayer`] becomes.
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("a layer panicked: {message}: 500");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR)
 }

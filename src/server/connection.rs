@@ -22,18 +22,12 @@ use tower::{Service, ServiceExt};
 use super::io::{ActivitySample, ConnectionActivity, GuardedIo};
 use super::ConnectionInfo;
 use crate::config::{GatewayConfig, TrustedProxies};
-use crate::metrics::{MeteredRequestBody, RequestMeter};
 use crate::types::GatewayService;
-
-/// Called once for every request a connection receives (the worker counts them
-/// towards `server.max_requests`).
-pub type OnRequest = Arc<dyn Fn() + Send + Sync>;
 
 /// Protocol settings shared by all connections.
 #[derive(Clone)]
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
-    on_request: OnRequest,
     proxies: Arc<TrustedProxies>,
     proxy_protocol: bool,
     keepalive_timeout: Duration,
@@ -89,7 +83,7 @@ impl ConnectionSettings {
     }
 
     /// hyper's HTTP/1 and HTTP/2 settings from the configuration.
-    pub fn new(config: &GatewayConfig, on_request: OnRequest) -> Self {
+    pub fn new(config: &GatewayConfig) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -113,7 +107,6 @@ impl ConnectionSettings {
         }
         Self {
             builder,
-            on_request,
             proxies: Arc::new(config.server.forwarded_allow_ips.clone()),
             proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
@@ -137,8 +130,6 @@ pub async fn serve<T>(
     let activity = ConnectionActivity::new();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
     let requests = activity.clone();
-    let on_request = settings.on_request.clone();
-    let proxies = settings.proxies.clone();
     let tls = tls.map(Arc::new);
     // Set when the server drains: HTTP/1 responses then carry `Connection: close`, so a
     // keep-alive connection ends after its next response instead of being cut while
@@ -151,8 +142,6 @@ pub async fn serve<T>(
     let service = RefCell::new(service);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (mut parts, body) = request.into_parts();
-        let mut info = info;
-        super::forwarded::apply(&proxies, &mut info, &mut parts.headers);
         parts.extensions.insert(info);
         if let Some(tls) = &tls {
             parts.extensions.insert(tls.clone());
@@ -161,25 +150,13 @@ pub async fn serve<T>(
         if !http1 {
             requests.saw_http2();
         }
-        let span = super::tracing_span::request_span(&parts, &info);
-        if let Some((trace_id, span_id)) = crate::telemetry::trace_ids::of(&span) {
-            parts
-                .extensions
-                .insert(gateway_middleware::TraceIds { trace_id, span_id });
-        }
-        let meter = RequestMeter::start(&parts.method, info.scheme, parts.version);
-        let body = MeteredRequestBody::new(body, meter.clone());
         let request = Request::from_parts(parts, Body::new(body));
         requests.request_started();
-        on_request();
         let finished = FinishGuard(requests.clone());
-        let response = span.in_scope(|| call_in_place(&service, request));
+        let response = call_in_place(&service, request);
         let closing = closing_responses.clone();
-        let response = tracing::Instrument::instrument(response, span.clone());
         async move {
             let mut response = response.await?;
-            super::tracing_span::record_status(&span, response.status());
-            meter.responded(response.status());
             if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
                 response.headers_mut().insert(
                     http::header::CONNECTION,
@@ -188,7 +165,6 @@ pub async fn serve<T>(
             }
             Ok::<_, Infallible>(response.map(|inner| TrackedBody {
                 inner,
-                meter,
                 _finished: finished,
             }))
         }
@@ -321,11 +297,9 @@ impl Drop for FinishGuard {
     }
 }
 
-/// A response body that counts its bytes into the request's meter and reports to the
-/// connection when it is done.
+/// A response body that reports to the connection when it is done.
 struct TrackedBody {
     inner: Body,
-    meter: RequestMeter,
     _finished: FinishGuard,
 }
 
@@ -337,14 +311,7 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.meter.sent(data.len());
-            }
-        }
-        polled
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

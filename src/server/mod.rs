@@ -6,13 +6,10 @@
 mod bind;
 mod connection;
 mod error;
-mod forwarded;
 mod framing;
 mod io;
-mod limits;
 mod proxy_protocol;
 pub mod tls;
-mod tracing_span;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,7 +22,6 @@ use tokio::task::JoinHandle;
 pub use bind::{bind_all, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
-pub use limits::{RequestLimits, RequestLimitsLayer};
 
 use crate::types::{ConnectionInfo, GatewayService};
 

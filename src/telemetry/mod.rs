@@ -11,6 +11,7 @@
 //! callsites stay disabled and cost nothing.
 
 pub mod endpoint;
+pub mod request_span;
 pub mod trace_ids;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -48,15 +48,13 @@ pub async fn run(
         config.server.max_requests_jitter,
     ));
     recycle.clone().watch_rss(config.server.max_rss.0);
-    let on_timeout = recycle.clone();
-    let app = app.with_timeout(
-        config.server.timeout,
-        Arc::new(move |line| on_timeout.trigger(format!("request timed out: {line}"))),
-    );
-    let service = pipeline::build(config, &plan.outer, app);
-
-    let on_request = recycle.clone();
-    let settings = ConnectionSettings::new(config, Arc::new(move || on_request.count()));
+    let (on_request, on_timeout) = (recycle.clone(), recycle.clone());
+    let hooks = pipeline::WorkerHooks {
+        on_request: Arc::new(move || on_request.count()),
+        on_timeout: Arc::new(move |line| on_timeout.trigger(format!("request timed out: {line}"))),
+    };
+    let service = pipeline::build(config, &plan.outer, app, hooks);
+    let settings = ConnectionSettings::new(config);
     let listeners = std::mem::take(&mut handoff.listeners);
     let server = Listeners::serve(listeners, tls, service, settings)?;
 

@@ -34,11 +34,7 @@ struct Inner {
     pool: PythonPool,
     script_name: String,
     read_timeout: Duration,
-    timeout: Option<(Duration, TimeoutHook)>,
 }
-
-/// Called when a request runs past the timeout (the worker recycles itself).
-pub type TimeoutHook = Arc<dyn Fn(String) + Send + Sync>;
 
 impl WsgiService {
     /// A service over a started pool.
@@ -48,18 +44,8 @@ impl WsgiService {
                 pool,
                 script_name,
                 read_timeout,
-                timeout: None,
             }),
         }
-    }
-
-    /// Answer 504 to requests whose response has not started after `limit`, and call
-    /// `hook` with the request line. Must be set before the service is cloned.
-    pub fn with_timeout(mut self, limit: Duration, hook: TimeoutHook) -> Self {
-        let inner = Arc::get_mut(&mut self.inner)
-            .expect("with_timeout is called on a new service, before it is cloned");
-        inner.timeout = (!limit.is_zero()).then_some((limit, hook));
-        self
     }
 
     /// The pool behind the service (for metrics and health).
@@ -117,11 +103,6 @@ impl Inner {
                 .get::<Arc<crate::types::TlsSession>>()
                 .and_then(|tls| tls.client_subject.clone()),
         };
-        // Kept only to name the request if it times out (a refcount, not a format).
-        let request_line = self
-            .timeout
-            .as_ref()
-            .map(|_| (head.method.clone(), head.uri.clone()));
         let (reply, response) = oneshot::channel();
         let span = crate::telemetry::tracing_enabled().then(tracing::Span::current);
         if self
@@ -136,24 +117,7 @@ impl Inner {
         {
             return error_response(StatusCode::SERVICE_UNAVAILABLE);
         }
-        let response = match &self.timeout {
-            None => response.await,
-            Some((limit, hook)) => match tokio::time::timeout(*limit, response).await {
-                Ok(response) => response,
-                Err(_) => {
-                    let line = request_line
-                        .map(|(method, uri)| format!("{method} {uri}"))
-                        .unwrap_or_default();
-                    tracing::error!(
-                        request = %line,
-                        "no response after server.timeout ({limit:?}): 504; this worker will be \
-                         replaced, since a Python thread cannot be interrupted"
-                    );
-                    hook(line);
-                    return error_response(StatusCode::GATEWAY_TIMEOUT);
-                }
-            },
-        };
+        let response = response.await;
         match response {
             Ok(wsgi) => {
                 let mut response = Response::new(Body::new(wsgi.body));

@@ -1,5 +1,6 @@
-//! Request limits checked before a request reaches any layer: request line (414),
-//! header field size and count (431), declared body size (413).
+//! Request limits checked right before the application (after the configured layers,
+//! which still see and log what is refused): request line (414), header field size and
+//! count (431), declared body size (413).
 //!
 //! hyper enforces the whole-head size and, for HTTP/1, the header count itself; this
 //! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well.
@@ -11,8 +12,9 @@ use http::{header, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::config::LimitsConfig;
-use crate::types::error_response;
 use axum::body::Body;
+
+use crate::types::error_response;
 
 /// Adds [`RequestLimits`] to a service.
 #[derive(Clone, Debug)]

@@ -11,8 +11,24 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{header, HeaderMap, HeaderValue};
 
-use super::ConnectionInfo;
 use crate::config::TrustedProxies;
+use crate::types::ConnectionInfo;
+
+/// Apply the forwarding headers of a trusted peer to the request's [`ConnectionInfo`]
+/// (set by the server for every request) and its `Host`.
+pub fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request<B>) {
+    if proxies.is_empty() {
+        return;
+    }
+    let (parts_info, headers) = {
+        let info = request.extensions().get::<ConnectionInfo>().copied();
+        (info, request.headers_mut())
+    };
+    if let Some(mut info) = parts_info {
+        apply(proxies, &mut info, headers);
+        request.extensions_mut().insert(info);
+    }
+}
 
 /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
 /// header. Untrusted peers change nothing.
