@@ -8,23 +8,26 @@
 //! same credentials costs one hash, not one per request. Credentials are never logged.
 //!
 //! On success the user goes into the request's extensions as [`AuthenticatedUser`]
-//! (`REMOTE_USER` for the WSGI application) and into the response's (for the access
-//! log). Otherwise the answer is `401` with `WWW-Authenticate`.
+//! (`REMOTE_USER` for the WSGI application) and into the [`UserSlot`] an access log
+//! above left there. Otherwise the answer is `401` with `WWW-Authenticate`.
+//!
+//! The layer is tower-http's `AsyncRequireAuthorization` with this module's
+//! [`Authorizer`]; only the credential checks are written here.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use base64::Engine;
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::{ready, BoxFuture, Either, Ready};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower::{Layer, Service};
+use tower::Layer;
+use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorization};
 
 use crate::request_path::{canonical_prefix, path_under};
-use crate::{error_response, AuthenticatedUser, Body};
+use crate::{error_response, AuthenticatedUser, Body, UserSlot};
 
 /// Why credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -220,17 +223,23 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
+        AsyncRequireAuthorization::new(
             inner,
-            shared: self.shared.clone(),
-        }
+            Authorizer {
+                shared: self.shared.clone(),
+            },
+        )
     }
 }
 
-/// The service made by [`AuthLayer`].
+/// The service made by [`AuthLayer`]: tower-http's `AsyncRequireAuthorization` around
+/// this module's [`Authorizer`].
+pub type Auth<S> = AsyncRequireAuthorization<S, Authorizer>;
+
+/// Decides each request for [`Auth`]: passes it on (with [`AuthenticatedUser`] in its
+/// extensions) or answers 401.
 #[derive(Clone, Debug)]
-pub struct Auth<S> {
-    inner: S,
+pub struct Authorizer {
     shared: Arc<Shared>,
 }
 
@@ -356,41 +365,36 @@ impl Shared {
     }
 }
 
-impl<S> Service<Request<Body>> for Auth<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+/// The outcome of [`Authorizer::authorize`]: decided at once, or after a slow password
+/// hash check on the blocking pool.
+pub type AuthorizeFuture = Either<
+    Ready<Result<Request<Body>, Response<Body>>>,
+    BoxFuture<'static, Result<Request<Body>, Response<Body>>>,
+>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
+impl AsyncAuthorizeRequest<Body> for Authorizer {
+    type RequestBody = Body;
+    type ResponseBody = Body;
+    type Future = AuthorizeFuture;
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
+    fn authorize(&mut self, request: Request<Body>) -> AuthorizeFuture {
+        let shared = &self.shared;
         if !shared.protects(request.uri().path()) {
-            return self.inner.call(request).boxed();
+            return Either::Left(ready(Ok(request)));
         }
-        let check = shared.check(request.headers().get(header::AUTHORIZATION));
-        // The service that was made ready is the one that must be called.
-        let mut inner = self.inner.clone();
-        std::mem::swap(&mut inner, &mut self.inner);
-        async move {
-            let user = match check {
-                Check::Allowed(user) => user,
-                Check::Denied { invalid } => {
-                    tracing::info!(path = request.uri().path(), "authentication required: 401");
-                    return Ok(shared.challenge(invalid));
-                }
-                Check::Verify {
-                    user,
-                    password,
-                    hash,
-                } => {
+        match shared.check(request.headers().get(header::AUTHORIZATION)) {
+            Check::Allowed(user) => Either::Left(ready(Ok(authenticated(request, user)))),
+            Check::Denied { invalid } => {
+                tracing::info!(path = request.uri().path(), "authentication required: 401");
+                Either::Left(ready(Err(shared.challenge(invalid))))
+            }
+            Check::Verify {
+                user,
+                password,
+                hash,
+            } => {
+                let shared = shared.clone();
+                Either::Right(Box::pin(async move {
                     let verified = tokio::task::spawn_blocking(move || {
                         let ok = hash.verify(&password);
                         (ok, password)
@@ -399,23 +403,27 @@ where
                     match verified {
                         Ok((true, password)) => {
                             shared.remember(&user, &password);
-                            user
+                            Ok(authenticated(request, user))
                         }
                         _ => {
                             tracing::info!(user = %user, "wrong password: 401");
-                            return Ok(shared.challenge(true));
+                            Err(shared.challenge(true))
                         }
                     }
-                }
-            };
-            let authenticated = AuthenticatedUser(user);
-            request.extensions_mut().insert(authenticated.clone());
-            let mut response = inner.call(request).await?;
-            response.extensions_mut().insert(authenticated);
-            Ok(response)
+                }))
+            }
         }
-        .boxed()
     }
+}
+
+/// `request` with its user recorded for the application (`REMOTE_USER`) and for an
+/// access log above ([`UserSlot`]).
+fn authenticated(mut request: Request<Body>, user: String) -> Request<Body> {
+    if let Some(slot) = request.extensions().get::<UserSlot>() {
+        slot.set(&user);
+    }
+    request.extensions_mut().insert(AuthenticatedUser(user));
+    request
 }
 
 #[cfg(test)]

@@ -51,6 +51,24 @@ pub struct TraceIds {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticatedUser(pub String);
 
+/// Where an auth layer below records the user for a layer above that asked for it (the
+/// access log puts one in the request's extensions, then reads it when it writes the
+/// line).
+#[derive(Clone, Debug, Default)]
+pub struct UserSlot(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl UserSlot {
+    /// Record the user (the first one recorded wins).
+    pub fn set(&self, user: &str) {
+        let _ = self.0.set(user.to_owned());
+    }
+
+    /// The user, if one was recorded.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// The body type every layer here accepts and produces (axum's, so the gateway's
 /// pipeline needs no conversion between layers).
 pub use axum_core::body::Body;

@@ -28,7 +28,8 @@ use tower::{Layer, Service};
 pub use format::{Atom, FormatError, LogFormat};
 pub use sink::{LogSink, Output};
 
-use crate::{AuthenticatedUser, Body, ConnectionInfo, TraceIds};
+use crate::request_path::OriginalTarget;
+use crate::{AuthenticatedUser, Body, ConnectionInfo, TraceIds, UserSlot};
 
 /// Writes an access log line for every response.
 #[derive(Clone, Debug)]
@@ -123,13 +124,24 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // An auth layer below records the user here.
+        let user = UserSlot::default();
+        request.extensions_mut().insert(user.clone());
         let headers = request.headers();
         let facts = RequestFacts {
             started: Instant::now(),
             time: chrono::Local::now(),
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            // The target as the client sent it, as nginx's `$request` shows it.
+            uri: match request.extensions().get::<OriginalTarget>() {
+                Some(original) => original
+                    .0
+                    .as_str()
+                    .parse()
+                    .unwrap_or_else(|_| request.uri().clone()),
+                None => request.uri().clone(),
+            },
             version: request.version(),
             peer: request
                 .extensions()
@@ -160,7 +172,8 @@ where
                         user: parts
                             .extensions
                             .get::<AuthenticatedUser>()
-                            .map(|u| u.0.clone()),
+                            .map(|u| u.0.clone())
+                            .or_else(|| user.get().map(str::to_owned)),
                         bytes: 0,
                     };
                     Response::from_parts(
