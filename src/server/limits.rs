@@ -1,8 +1,11 @@
 //! Request limits checked before a request reaches any layer: request line (414),
-//! header field size and count (431), declared body size (413).
+//! header field size and count (431), declared body size (413), and the method rule
+//! (400 unless `limits.permit_unconventional_methods`).
 //!
 //! hyper enforces the whole-head size and, for HTTP/1, the header count itself; this
-//! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well.
+//! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well. The HTTP/1
+//! framing check refuses an unconventional method before hyper parses it; the check here
+//! applies the same rule to HTTP/2.
 
 use std::task::{Context, Poll};
 
@@ -48,6 +51,12 @@ pub struct RequestLimits<S> {
 impl<S> RequestLimits<S> {
     fn refusal<B>(&self, request: &Request<B>) -> Option<StatusCode> {
         let limits = &self.limits;
+        let method = request.method().as_str().as_bytes();
+        if !limits.permit_unconventional_methods
+            && !super::http1_syntax::is_conventional_method(method)
+        {
+            return Some(StatusCode::BAD_REQUEST);
+        }
         // "METHOD SP target SP HTTP/1.1"
         let target_len = request
             .uri()

@@ -9,6 +9,7 @@ mod connection;
 mod error;
 mod forwarded;
 mod framing;
+mod http1_syntax;
 mod io;
 mod limits;
 mod proxy_protocol;
