@@ -33,18 +33,16 @@ pub struct WsgiResponse {
 }
 
 impl WsgiResponse {
-    /// A short plain-text response made by the gateway itself (errors).
+    /// A short plain-text response made by the gateway itself (errors), with the head
+    /// of every other gateway-made error (`error_response`: a 400 or 413 also closes
+    /// the connection).
     pub fn plain(status: StatusCode) -> Self {
+        let (head, _) = crate::http_error::error_response(status).into_parts();
         let reason = status.canonical_reason().unwrap_or("Error");
         let text = format!("{} {reason}\n", status.as_u16());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
         Self {
             status,
-            headers,
+            headers: head.headers,
             body: WsgiBody::Full(Some(Bytes::from(text))),
         }
     }
