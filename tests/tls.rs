@@ -171,8 +171,9 @@ async fn https_with_alpn_h2_and_http1() {
     assert_eq!(version, http::Version::HTTP_11);
     assert_eq!(env["wsgi.url_scheme"], "https");
     assert_eq!(
-        env["SERVER_PORT"], "443",
-        "Host has no port: the https default"
+        env["SERVER_PORT"],
+        port.to_string(),
+        "Host has no port: the port the request arrived on"
     );
     // The plain listener is still plain.
     assert_eq!(gateway.get_json("/environ")["wsgi.url_scheme"], "http");

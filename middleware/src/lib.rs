@@ -31,7 +31,9 @@ use std::net::SocketAddr;
 pub struct ConnectionInfo {
     /// The client's address.
     pub peer: Option<SocketAddr>,
-    /// The local address that accepted the connection.
+    /// The local address that accepted the connection. None for a Unix socket, and when
+    /// a trusted proxy named the scheme or host the client used (the client's request
+    /// then arrived at the proxy, not here).
     pub local: Option<SocketAddr>,
     /// `"http"` or `"https"`.
     pub scheme: &'static str,

@@ -27,6 +27,11 @@ pub struct LimitsConfig {
     /// while the application sees `a/b` in `PATH_INFO`. Turn it on only for apps that
     /// need slashes inside a segment (Apache's `AllowEncodedSlashes`).
     pub allow_encoded_slashes: bool,
+    /// Accept any RFC 9110 token as a request method. Off by default: as gunicorn does,
+    /// a method with a lowercase letter or `#`, or shorter than 3 or longer than 20
+    /// characters (`get`, `-bl`), gets 400. Turn it on only for an app that needs such a
+    /// method (gunicorn's `permit_unconventional_http_method`).
+    pub permit_unconventional_methods: bool,
 }
 
 impl Default for LimitsConfig {
@@ -38,6 +43,7 @@ impl Default for LimitsConfig {
             max_head_size: ByteSize(64 << 10),
             max_body_size: ByteSize(100 << 20),
             allow_encoded_slashes: false,
+            permit_unconventional_methods: false,
         }
     }
 }

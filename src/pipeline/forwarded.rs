@@ -31,7 +31,10 @@ pub fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request
 }
 
 /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
-/// header. Untrusted peers change nothing.
+/// header. Untrusted peers change nothing. When the proxy names the scheme or host the
+/// client used, the client's request arrived at the proxy, not at this socket:
+/// `info.local` becomes unknown, so `SERVER_PORT` is the forwarded host's port or the
+/// scheme's default (as waitress does), not the port the proxy connected to.
 pub fn apply(proxies: &TrustedProxies, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
     // A unix socket peer is on this machine: trusted as loopback is.
     let peer_ip = info.peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.ip());
@@ -39,6 +42,9 @@ pub fn apply(proxies: &TrustedProxies, info: &mut ConnectionInfo, headers: &mut 
         return;
     }
     let facts = forwarded(headers).unwrap_or_else(|| x_forwarded(headers));
+    if facts.proto.is_some() || facts.host.is_some() {
+        info.local = None;
+    }
     if let Some(client) = client(proxies, &facts.chain) {
         info.peer = Some(client);
     }
@@ -152,7 +158,7 @@ mod tests {
     fn info(peer: &str) -> ConnectionInfo {
         ConnectionInfo {
             peer: Some(peer.parse().unwrap()),
-            local: None,
+            local: Some("127.0.0.1:8000".parse().unwrap()),
             scheme: "http",
         }
     }
@@ -169,6 +175,10 @@ mod tests {
         assert_eq!(info.peer.unwrap().ip().to_string(), "198.51.100.7");
         assert_eq!(info.scheme, "https");
         assert_eq!(headers["host"], "shop.example");
+        assert_eq!(
+            info.local, None,
+            "the client reached the proxy, not this socket"
+        );
     }
 
     #[test]
@@ -192,6 +202,7 @@ mod tests {
         apply(&proxies, &mut untrusted, &mut headers);
         assert_eq!(untrusted.peer.unwrap().to_string(), "192.0.2.9:1");
         assert_eq!(untrusted.scheme, "http");
+        assert!(untrusted.local.is_some());
         assert!(headers.get("host").is_none());
     }
 }

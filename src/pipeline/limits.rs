@@ -1,9 +1,12 @@
 //! Request limits checked right before the application (after the configured layers,
 //! which still see and log what is refused): request line (414), header field size and
-//! count (431), declared body size (413).
+//! count (431), declared body size (413), and the method rule (400 unless
+//! `limits.permit_unconventional_methods`).
 //!
 //! hyper enforces the whole-head size and, for HTTP/1, the header count itself; this
-//! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well.
+//! layer adds gunicorn's per-line limits and applies them to HTTP/2 as well. The HTTP/1
+//! framing check refuses an unconventional method before hyper parses it; the check here
+//! applies the same rule to HTTP/2.
 
 use std::task::{Context, Poll};
 
@@ -50,6 +53,12 @@ pub struct RequestLimits<S> {
 impl<S> RequestLimits<S> {
     fn refusal<B>(&self, request: &Request<B>) -> Option<StatusCode> {
         let limits = &self.limits;
+        let method = request.method().as_str().as_bytes();
+        if !limits.permit_unconventional_methods
+            && !crate::types::http_syntax::is_conventional_method(method)
+        {
+            return Some(StatusCode::BAD_REQUEST);
+        }
         // "METHOD SP target SP HTTP/1.1"
         let target_len = request
             .uri()

@@ -32,6 +32,7 @@ pub struct ConnectionSettings {
     proxy_protocol: bool,
     keepalive_timeout: Duration,
     header_timeout: Duration,
+    framing: super::framing::FramingRules,
 }
 
 impl ConnectionSettings {
@@ -111,6 +112,9 @@ impl ConnectionSettings {
             proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
+            framing: super::framing::FramingRules {
+                permit_unconventional_methods: config.limits.permit_unconventional_methods,
+            },
         }
     }
 }
@@ -128,7 +132,7 @@ pub async fn serve<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = ConnectionActivity::new();
-    let io = TokioIo::new(GuardedIo::new(stream, activity.clone()));
+    let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), settings.framing));
     let requests = activity.clone();
     let tls = tls.map(Arc::new);
     // Set when the server drains: HTTP/1 responses then carry `Connection: close`, so a

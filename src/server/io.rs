@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::framing::FramingCheck;
+use super::framing::{FramingCheck, FramingRules};
 
 /// What the connection task watches to close idle and slow connections. The hot path
 /// only bumps counters; the connection task samples them about once a second, so no
@@ -129,11 +129,12 @@ pub struct GuardedIo<T> {
 }
 
 impl<T> GuardedIo<T> {
-    /// Wrap `inner`, recording reads in `activity`.
-    pub fn new(inner: T, activity: Arc<ConnectionActivity>) -> Self {
+    /// Wrap `inner`, checking its HTTP/1 framing under `rules` and recording reads in
+    /// `activity`.
+    pub fn new(inner: T, activity: Arc<ConnectionActivity>, rules: FramingRules) -> Self {
         Self {
             inner,
-            framing: FramingCheck::default(),
+            framing: FramingCheck::new(rules),
             activity,
             refusal: Refusal::None,
         }
@@ -164,9 +165,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let fresh = &mut buf.filled_mut()[before..];
         if !fresh.is_empty() {
-            if let Some(at) = this.framing.inspect(fresh) {
-                tracing::info!("refusing a request with ambiguous or lenient HTTP/1 framing: 400");
-                buf.set_filled(before + at + 1);
+            if let Some(refused) = this.framing.inspect(fresh) {
+                tracing::info!(
+                    "refusing a malformed HTTP/1 request ({}): 400",
+                    refused.violation
+                );
+                buf.set_filled(before + refused.at + 1);
                 this.refusal = Refusal::Terminate;
             }
             this.activity.read(this.framing.head_in_progress());

@@ -11,6 +11,8 @@ use axum::body::Body;
 use http::{Request, Response};
 use tower::util::BoxCloneService;
 
+pub mod http_syntax;
+
 pub use gateway_middleware::error_response;
 pub use gateway_middleware::{AuthenticatedUser, ConnectionInfo, TraceIds};
 

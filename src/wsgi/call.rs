@@ -4,8 +4,7 @@
 //! chunk into the response, and its `close()` is called exactly once whatever happens:
 //! normal end, an exception while iterating, or the client going away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use http::{header, HeaderValue, StatusCode};
@@ -14,7 +13,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::body::{file_body, WsgiBody};
 use super::file_wrapper::FileWrapper;
-use super::input::{InputLimits, WsgiInput};
+use super::input::{BodyFault, InputLimits, WsgiInput};
 use super::interpreter::format_exception;
 use super::pool::{AppContext, Job};
 use super::response::{ResponseContext, SendStop, StartResponse};
@@ -35,7 +34,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         super::traced::segment_span(parent, "python segment", &context.first_segment)
     });
     let _in_app_span = app_span.as_ref().map(tracing::Span::enter);
-    let overflowed = Arc::new(AtomicBool::new(false));
+    let body_fault = Arc::new(OnceLock::new());
     let responder = StartResponse::new(
         ResponseContext {
             method: head.method.clone(),
@@ -57,7 +56,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         InputLimits {
             max_body_size: context.max_body_size,
             read_timeout: context.read_timeout,
-            overflowed: overflowed.clone(),
+            fault: body_fault.clone(),
         },
     );
     let request_line = || format!("{} {}", head.method, head.uri);
@@ -83,7 +82,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
     let iterable = match context.app.bind(py).call1((environ, &responder)) {
         Ok(iterable) => iterable,
         Err(error) => {
-            fail(py, &responder, &error, &overflowed, &request_line());
+            fail(py, &responder, &error, &body_fault, &request_line());
             return;
         }
     };
@@ -92,7 +91,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
     match (outcome, closed) {
         (Ok(()), Ok(())) => {}
         (Err(error), closed) => {
-            fail(py, &responder, &error, &overflowed, &request_line());
+            fail(py, &responder, &error, &body_fault, &request_line());
             if let Err(close_error) = closed {
                 tracing::error!(
                     target: "wsgi_gateway::app",
@@ -103,7 +102,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
             }
         }
         (Ok(()), Err(close_error)) => {
-            fail(py, &responder, &close_error, &overflowed, &request_line());
+            fail(py, &responder, &close_error, &body_fault, &request_line());
         }
     }
 }
@@ -137,19 +136,29 @@ pub(super) fn set_trace_context(
     Ok(())
 }
 
-/// Log an application error and answer 500 (413 if the body limit was hit) or, if the
-/// head is already out, abort the body.
+/// Log an application error and answer 500 or, if the head is already out, abort the
+/// body. When the error comes from a request body that could not be read, the client is
+/// to blame: 413 (over the body limit) or 400 and a closed connection (malformed), no
+/// traceback.
 fn fail(
     py: Python<'_>,
     responder: &Bound<'_, StartResponse>,
     error: &PyErr,
-    overflowed: &AtomicBool,
+    body_fault: &OnceLock<BodyFault>,
     request_line: &str,
 ) {
-    if overflowed.load(Ordering::Relaxed) {
-        tracing::warn!(request = %request_line, "request body over limits.max_body_size: 413");
-        responder.borrow_mut().fail(StatusCode::PAYLOAD_TOO_LARGE);
-        return;
+    match body_fault.get() {
+        Some(BodyFault::TooLarge { .. }) => {
+            tracing::warn!(request = %request_line, "request body over limits.max_body_size: 413");
+            responder.borrow_mut().fail(StatusCode::PAYLOAD_TOO_LARGE);
+            return;
+        }
+        Some(BodyFault::Malformed { reason }) => {
+            tracing::info!(request = %request_line, "malformed request body ({reason}): 400");
+            responder.borrow_mut().fail(StatusCode::BAD_REQUEST);
+            return;
+        }
+        None => {}
     }
     if error.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py)
         && responder.borrow().headers_sent()

@@ -315,10 +315,16 @@ fn cgi_header_key(name: &HeaderName) -> String {
     key
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` from the Host header, else from the local address.
-/// Neither is ever empty.
+/// `SERVER_NAME` and `SERVER_PORT`, neither ever empty. The name comes from the Host
+/// header (else the local address). The port is the one Host names, else the one the
+/// request arrived on (RFC 3875 section 4.1.15, as gunicorn, waitress and wsgiref do),
+/// else (a Unix socket) the scheme's default.
 fn server_name_and_port(host: Option<&str>, head: &RequestHead) -> (String, String) {
-    let default_port = if head.scheme == "https" { "443" } else { "80" };
+    let arrival_port = || match head.local {
+        Some(local) => local.port().to_string(),
+        None if head.scheme == "https" => "443".to_owned(),
+        None => "80".to_owned(),
+    };
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         let (name, port) = if let Some(rest) = host.strip_prefix('[') {
             match rest.split_once(']') {
@@ -333,12 +339,12 @@ fn server_name_and_port(host: Option<&str>, head: &RequestHead) -> (String, Stri
         };
         let port = port
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .unwrap_or(default_port);
-        return (name, port.to_owned());
+            .map_or_else(arrival_port, str::to_owned);
+        return (name, port);
     }
     match head.local {
         Some(local) => (local.ip().to_string(), local.port().to_string()),
-        None => ("localhost".to_owned(), default_port.to_owned()),
+        None => ("localhost".to_owned(), arrival_port()),
     }
 }
 

@@ -4,9 +4,14 @@
 //! what a `readline` needs. Reading is lazy, so hyper answers `Expect: 100-continue` only
 //! when the application first reads. `read()` ends at Content-Length or at the end of a
 //! chunked body (`wsgi.input_terminated` is true). Small bodies may arrive pre-read.
+//!
+//! A body that cannot be read whole makes every later read raise `OSError`, and the
+//! [`BodyFault`] is recorded for the code that answers for the request: a body over
+//! `limits.max_body_size` becomes 413, a malformed or cut-off body (a chunk framing error
+//! found by hyper or the framing check, or the client closing mid-body) becomes 400,
+//! unless the application caught the exception and answered itself.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -35,8 +40,50 @@ pub struct InputLimits {
     pub max_body_size: u64,
     /// How long one read may wait for the client.
     pub read_timeout: Duration,
-    /// Set when the body grew past `max_body_size`: the response becomes 413.
-    pub overflowed: Arc<AtomicBool>,
+    /// Set when the body could not be read: the response becomes 413 or 400.
+    pub fault: Arc<OnceLock<BodyFault>>,
+}
+
+/// Why the request body could not be read; the client's fault, not the application's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFault {
+    /// The body grew past `limits.max_body_size` (413).
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body's framing is malformed or the body ended early (400).
+    Malformed {
+        /// What the body decoder said.
+        reason: String,
+    },
+}
+
+impl BodyFault {
+    /// The message of the `OSError` that `wsgi.input` raises.
+    fn message(&self) -> String {
+        match self {
+            BodyFault::TooLarge { limit } => {
+                format!("request body is larger than limits.max_body_size ({limit} bytes)")
+            }
+            BodyFault::Malformed { reason } => format!("malformed request body: {reason}"),
+        }
+    }
+}
+
+/// The error and its sources, one line (hyper's errors say little at the top level).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The object behind `environ["wsgi.input"]`.
@@ -67,8 +114,18 @@ impl WsgiInput {
         }
     }
 
+    /// Record `fault` (the first one wins) and raise it.
+    fn failed(&mut self, fault: BodyFault) -> PyErr {
+        self.body = None;
+        let fault = self.limits.fault.get_or_init(|| fault);
+        PyOSError::new_err(fault.message())
+    }
+
     /// Pull the next piece of the body into the buffer; false at the end of the body.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(fault) = self.limits.fault.get() {
+            return Err(PyOSError::new_err(fault.message()));
+        }
         let Some(body) = self.body.as_mut() else {
             return Ok(false);
         };
@@ -86,22 +143,15 @@ impl WsgiInput {
                 self.body = None;
                 Ok(false)
             }
-            Ok(Some(Err(error))) => {
-                self.body = None;
-                Err(PyOSError::new_err(format!(
-                    "request body could not be read: {error}"
-                )))
-            }
+            Ok(Some(Err(error))) => Err(self.failed(BodyFault::Malformed {
+                reason: error_chain(&error),
+            })),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     self.received += data.len() as u64;
                     if self.received > self.limits.max_body_size {
-                        self.body = None;
-                        self.limits.overflowed.store(true, Ordering::Relaxed);
-                        return Err(PyOSError::new_err(format!(
-                            "request body is larger than limits.max_body_size ({} bytes)",
-                            self.limits.max_body_size
-                        )));
+                        let limit = self.limits.max_body_size;
+                        return Err(self.failed(BodyFault::TooLarge { limit }));
                     }
                     self.buffer.extend_from_slice(&data);
                 }

@@ -3,7 +3,8 @@
 //! The status and headers are held until the first non-empty body chunk (or the end
 //! of the response), as PEP 3333 asks, so an application can still replace them by
 //! calling `start_response` again with `exc_info`. Headers are checked when they are
-//! given: hop-by-hop fields and CR/LF/NUL in names or values are application errors.
+//! given: hop-by-hop fields and CR/LF/NUL in names or values are application errors;
+//! values are sent without surrounding whitespace.
 
 use std::time::Duration;
 
@@ -33,18 +34,16 @@ pub struct WsgiResponse {
 }
 
 impl WsgiResponse {
-    /// A short plain-text response made by the gateway itself (errors).
+    /// A short plain-text response made by the gateway itself (errors), with the head
+    /// of every other gateway-made error (`error_response`: a 400 or 413 also closes
+    /// the connection).
     pub fn plain(status: StatusCode) -> Self {
+        let (head, _) = crate::types::error_response(status).into_parts();
         let reason = status.canonical_reason().unwrap_or("Error");
         let text = format!("{} {reason}\n", status.as_u16());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
         Self {
             status,
-            headers,
+            headers: head.headers,
             body: WsgiBody::Full(Some(Bytes::from(text))),
         }
     }
@@ -323,6 +322,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// `value` without leading and trailing spaces and tabs.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |e| e + 1);
+    &value[start..end]
+}
+
 /// Parse `"200 OK"`: three digits, a space, and a reason without control characters.
 fn parse_status(status: &str) -> PyResult<StatusCode> {
     let bad = || {
@@ -388,7 +398,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 "header {name:?}: CR, LF or NUL in the value {value:?}"
             )));
         }
-        let header_value = HeaderValue::from_bytes(&latin1).map_err(|_| {
+        // Sent without surrounding whitespace (RFC 9110 section 5.5): some middleware,
+        // Beaker's session cookie for one, returns " name=value".
+        let header_value = HeaderValue::from_bytes(trim_ows(&latin1)).map_err(|_| {
             PyValueError::new_err(format!("header {name:?}: invalid value {value:?}"))
         })?;
         if header_name == header::CONTENT_LENGTH {

@@ -235,6 +235,21 @@ def application(environ, start_response):
             "content_length": environ.get("CONTENT_LENGTH"),
         })
 
+    if path == "/input-caught":
+        # Reads the whole body; a body that cannot be read is answered by the app itself.
+        try:
+            body = environ["wsgi.input"].read()
+        except OSError as error:
+            return _json(start_response, {"caught": str(error)}, "422 Unprocessable Entity")
+        return _json(start_response, {"body": body.decode("latin-1")})
+
+    if path == "/padded-headers":
+        # Header values with surrounding whitespace, as Beaker's session cookie has.
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Set-Cookie", " session=abc; Path=/"),
+                                  ("X-Padded", "\t value \t")])
+        return [b"padded"]
+
     if path == "/digest":
         stream = environ["wsgi.input"]
         h = hashlib.sha256()
