@@ -9,10 +9,11 @@
 //! # let _ = layer;
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
@@ -132,11 +133,10 @@ pub struct Headers<S> {
 impl<S> Service<Request<Body>> for Headers<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -146,18 +146,35 @@ where
         for op in &self.ops.request {
             op.apply(request.headers_mut());
         }
-        let ops = self.ops.clone();
-        self.inner
-            .call(request)
-            .map(move |result| {
-                result.map(|mut response| {
-                    for op in &ops.response {
-                        op.apply(response.headers_mut());
-                    }
-                    response
-                })
-            })
-            .boxed()
+        ResponseFuture {
+            inner: self.inner.call(request),
+            ops: self.ops.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Headers`]: applies the response operations.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        ops: Arc<Ops>,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        for op in &this.ops.response {
+            op.apply(response.headers_mut());
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

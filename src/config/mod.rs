@@ -299,3 +299,133 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn flags(threads: usize) -> CliOverrides {
+        CliOverrides {
+            server: Some(CliServer {
+                threads: Some(threads),
+                ..CliServer::default()
+            }),
+            app: None,
+        }
+    }
+
+    #[test]
+    fn file_then_variables_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                r#"
+                [server]
+                bind = ["127.0.0.1:9000", "unix:/tmp/gw.sock"]
+                threads = 2
+                workers = 3
+                forwarded_allow_ips = "10.0.0.0/8"
+                unix_socket_mode = "640"
+                [app]
+                wsgi = "site.wsgi:application"
+                [[middleware]]
+                kind = "python"
+                factory = "beaker.middleware:SessionMiddleware"
+                "#,
+            )?;
+            jail.set_env("GATEWAY_SERVER__WORKERS", "5");
+            let loaded = load(Some(Path::new("gateway.toml")), &flags(7)).expect("valid");
+            let server = &loaded.config.server;
+            assert_eq!(
+                server.bind,
+                vec![
+                    BindAddress::Tcp("127.0.0.1:9000".into()),
+                    BindAddress::Unix("/tmp/gw.sock".into())
+                ]
+            );
+            assert_eq!(server.workers, 5, "a variable beats the file");
+            assert_eq!(server.threads, 7, "a flag beats both");
+            assert!(server
+                .forwarded_allow_ips
+                .trusts("10.2.3.4".parse().unwrap()));
+            assert!(!server
+                .forwarded_allow_ips
+                .trusts("127.0.0.1".parse().unwrap()));
+            assert_eq!(server.unix_socket_mode, FileMode(0o640));
+            let spec = loaded.config.app.wsgi.as_ref().unwrap();
+            assert_eq!(
+                (spec.module.as_str(), spec.expression.as_str()),
+                ("site.wsgi", "application")
+            );
+            match &loaded.config.middleware[0] {
+                MiddlewareConfig::Python(python) => {
+                    assert_eq!(python.factory.as_ref().unwrap().module, "beaker.middleware")
+                }
+                other => panic!("{other:?}"),
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where_the_value_came_from() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                "[server]\nbind = \"nowhere\"\n[app]\nwsgi = \"site:app\"\n",
+            )?;
+            let error = load(Some(Path::new("gateway.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("server.bind: "), "{error}");
+            assert!(error.contains("HOST:PORT"), "{error}");
+            assert!(error.contains("gateway.toml"), "{error}");
+
+            jail.create_file(
+                "gateway.toml",
+                "[app]\nwsgi = \"site:app\"\n[[middleware]]\nkind = \"python\"\nfactory = \"not a module\"\n",
+            )?;
+            let error = load(Some(Path::new("gateway.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("middleware[0]"), "{error}");
+            assert!(error.contains("is not \"module:callable\""), "{error}");
+
+            jail.create_file("gateway.toml", "[app]\nwsgi = \"site:app\"\n")?;
+            jail.set_env("GATEWAY_SERVER__THREADS", "0");
+            let error = load(Some(Path::new("gateway.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("server.threads: must be 1..=1024"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_application_is_required_and_only_one() {
+        Jail::expect_with(|jail| {
+            jail.create_file("gateway.toml", "[server]\nthreads = 2\n")?;
+            let error = load(Some(Path::new("gateway.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("app.wsgi: no application"), "{error}");
+            jail.create_file("app.ini", "[app:main]\n")?;
+            jail.create_file(
+                "gateway.toml",
+                "[app]\nwsgi = \"site:app\"\npaste = \"app.ini\"\n",
+            )?;
+            let error = load(Some(Path::new("gateway.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("app.paste: set app.wsgi or app.paste"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -16,6 +16,7 @@ use tower::{Layer, Service};
 
 use crate::config::LimitsConfig;
 use axum::body::Body;
+use gateway_middleware::request_path::OriginalTarget;
 
 use crate::types::error_response;
 
@@ -59,11 +60,14 @@ impl<S> RequestLimits<S> {
         {
             return Some(StatusCode::BAD_REQUEST);
         }
-        // "METHOD SP target SP HTTP/1.1"
-        let target_len = request
-            .uri()
-            .path_and_query()
-            .map_or(request.uri().path().len(), |pq| pq.as_str().len());
+        // "METHOD SP target SP HTTP/1.1", with the target as the client sent it.
+        let target_len = match request.extensions().get::<OriginalTarget>() {
+            Some(original) => original.0.as_str().len(),
+            None => request
+                .uri()
+                .path_and_query()
+                .map_or(request.uri().path().len(), |pq| pq.as_str().len()),
+        };
         if request.method().as_str().len() + target_len + 10 > limits.max_request_line {
             return Some(StatusCode::URI_TOO_LONG);
         }
@@ -112,5 +116,82 @@ where
             }
             None => Either::Right(self.inner.call(request)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{service_fn, ServiceExt};
+
+    fn limited(
+        limits: LimitsConfig,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>
+    {
+        RequestLimitsLayer::new(limits).layer(service_fn(|_: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from("app")))
+        }))
+    }
+
+    async fn status(limits: LimitsConfig, request: Request<Body>) -> StatusCode {
+        limited(limits).oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn refuses_what_is_over_the_limits_and_passes_the_rest() {
+        let limits = LimitsConfig {
+            max_request_line: 40,
+            max_header_count: 3,
+            max_header_size: 32,
+            max_body_size: crate::config::units::ByteSize(10),
+            ..LimitsConfig::default()
+        };
+        let ok = Request::get("/short").body(Body::empty()).unwrap();
+        assert_eq!(status(limits.clone(), ok).await, StatusCode::OK);
+
+        let long = Request::get(format!("/{}", "a".repeat(40)))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(limits.clone(), long).await, StatusCode::URI_TOO_LONG);
+
+        let mut many = Request::get("/").body(Body::empty()).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            many.headers_mut().insert(name, "1".parse().unwrap());
+        }
+        assert_eq!(
+            status(limits.clone(), many).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+
+        let big = Request::get("/")
+            .header("x-big", "v".repeat(40))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            status(limits.clone(), big).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+
+        let declared = Request::post("/")
+            .header("content-length", "11")
+            .body(Body::from("01234567890"))
+            .unwrap();
+        let refused = limited(limits.clone()).oneshot(declared).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(refused.headers()["connection"], "close");
+    }
+
+    #[tokio::test]
+    async fn the_request_line_is_measured_as_the_client_sent_it() {
+        let limits = LimitsConfig {
+            max_request_line: 30,
+            ..LimitsConfig::default()
+        };
+        // Canonical "/admin" is short; the target as sent ("/%61%64%6d%69%6e...") is not.
+        let mut request = Request::get("/admin").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(OriginalTarget(
+            "/%61%64%6d%69%6e//////////".parse().unwrap(),
+        ));
+        assert_eq!(status(limits, request).await, StatusCode::URI_TOO_LONG);
     }
 }

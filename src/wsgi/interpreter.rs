@@ -73,6 +73,11 @@ pub fn start(setup: &PythonSetup) -> Result<(), WsgiError> {
 }
 
 /// Turn a `PyStatus` into an error.
+///
+/// # Safety
+/// `status` must be a `PyStatus` returned by one of CPython's configuration calls in
+/// this process: its `err_msg`, when not null, then points to a NUL-terminated static
+/// string that CPython owns.
 unsafe fn check(status: ffi::PyStatus) -> Result<(), WsgiError> {
     // SAFETY: PyStatus is a plain C struct returned by value.
     if unsafe { ffi::PyStatus_Exception(status) } == 0 {

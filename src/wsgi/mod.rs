@@ -1,13 +1,20 @@
-//! The WSGI bridge: embedded CPython, the Python thread pool and PEP 3333.
+//! The Python boundary: embedded CPython, the Python thread pool and PEP 3333.
 //!
 //! # Layout
 //! - [`interpreter`]: start CPython in the right virtualenv, import the application.
+//! - [`compose`](PythonStage): Python middleware wrapped around the app at start-up,
+//!   adjacent entries fused into one callable, with [`bridge`]s where native layers sit
+//!   between them.
 //! - [`pool`]: the Python threads, each attached to the interpreter for life.
-//! - [`call`]: one request through `app(environ, start_response)`.
+//! - `call`: one request through `app(environ, start_response)`.
 //! - [`environ`], [`input`], [`response`], [`errors`], [`file_wrapper`]: the PEP 3333
 //!   objects the application sees.
 //! - [`body`]: the response body on its way back to hyper.
-//! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline.
+//! - [`bridge`]: the `NativeBridge`, a WSGI callable that runs native layers on the
+//!   calling Python thread, and `InlineApp`, the app as a service below them.
+//! - `traced`: spans around each Python segment and the application.
+//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`.
+//! - `error`: [`WsgiError`], the one error type of this module.
 
 pub mod body;
 pub mod bridge;
