@@ -665,3 +665,121 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::convert::Infallible;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn site(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("static-layer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.css"), "body { color: red }\n".repeat(50)).unwrap();
+        dir
+    }
+
+    fn get(target: &str) -> Request<Body> {
+        Request::get(target).body(Body::empty()).unwrap()
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn misses_and_other_methods_reach_the_inner_service() {
+        let dir = site("inner");
+        let layer = StaticFilesLayer::new("/static", &dir).unwrap();
+        let inner = tower::service_fn(|request: Request<Body>| async move {
+            Ok::<_, Infallible>(Response::new(Body::from(format!(
+                "inner {}",
+                request.uri()
+            ))))
+        });
+        let service = layer.layer(inner);
+        let hit = service
+            .clone()
+            .oneshot(get("/static/app.css"))
+            .await
+            .unwrap();
+        assert!(text(hit).await.starts_with("body"));
+        let miss = service.clone().oneshot(get("/static/none")).await.unwrap();
+        assert_eq!(text(miss).await, "inner /static/none");
+        let outside = service
+            .clone()
+            .oneshot(get("/staticx/app.css"))
+            .await
+            .unwrap();
+        assert_eq!(text(outside).await, "inner /staticx/app.css");
+        let post = Request::post("/static/app.css")
+            .body(Body::empty())
+            .unwrap();
+        let post = service.oneshot(post).await.unwrap();
+        assert_eq!(text(post).await, "inner /static/app.css");
+    }
+
+    #[tokio::test]
+    async fn the_terminal_service_answers_404_and_405() {
+        let dir = site("terminal");
+        let service = StaticFilesLayer::new("/", &dir).unwrap().terminal();
+        let hit = service.clone().oneshot(get("/app.css")).await.unwrap();
+        assert_eq!(hit.status(), StatusCode::OK);
+        let miss = service.clone().oneshot(get("/none.css")).await.unwrap();
+        assert_eq!(miss.status(), StatusCode::NOT_FOUND);
+        let post = Request::post("/app.css").body(Body::empty()).unwrap();
+        let post = service.oneshot(post).await.unwrap();
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn an_offered_coding_is_made_once_and_counted_in_the_budget() {
+        let dir = site("offer");
+        let layer = StaticFilesLayer::new("/static", &dir).unwrap();
+        let service = layer.terminal();
+        let request = || {
+            let mut request = get("/static/app.css");
+            request
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            request.extensions_mut().insert(CompressionOffer {
+                encoding: Encoding::Gzip,
+                min_size: 0,
+            });
+            request
+        };
+        let first = service.clone().oneshot(request()).await.unwrap();
+        assert_eq!(first.headers().get(header::CONTENT_ENCODING), None);
+        let before = layer.shared.files.usage().bytes;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let variant = loop {
+            let response = service.clone().oneshot(request()).await.unwrap();
+            if response.headers().contains_key(header::CONTENT_ENCODING) {
+                break response;
+            }
+            assert!(Instant::now() < deadline, "no variant");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(variant.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(variant.headers()[header::VARY], "accept-encoding");
+        let length: u64 = variant.headers()[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(layer.shared.files.usage().bytes, before + length);
+        // Without the offer (no compression layer above): the file itself.
+        let mut plain = get("/static/app.css");
+        plain
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let plain = service.oneshot(plain).await.unwrap();
+        assert_eq!(plain.headers().get(header::CONTENT_ENCODING), None);
+        assert_eq!(plain.headers().get(header::VARY), None);
+    }
+}
