@@ -20,8 +20,14 @@ use super::response::Representation;
 use crate::compression::{compressible_media_type, negotiate, Encoding};
 
 /// How long a cached lookup is trusted before the file is looked at again: the bound
-/// on serving a changed, replaced or deleted file.
+/// on serving a changed, replaced or deleted file. A request that finds it older waits
+/// for the lookup.
 pub(crate) const REVALIDATE_AFTER_MS: u64 = 1000;
+
+/// From this age on, a hit still serves the cached lookup but starts one revalidation
+/// in the background, so under steady traffic no request waits for the disk and the
+/// requests in flight when an entry expires do not all look it up at once.
+pub(crate) const REFRESH_AFTER_MS: u64 = REVALIDATE_AFTER_MS / 2;
 
 /// The headers of one representation, made once.
 #[derive(Debug)]
@@ -106,12 +112,14 @@ pub(crate) struct CachedFile {
     racy: bool,
     /// When the lookup was last confirmed, in ms of the layer's clock.
     validated_ms: AtomicU64,
+    /// A background revalidation is under way.
+    pub refreshing: AtomicBool,
 }
 
 impl CachedFile {
-    /// Whether the cached lookup may be served at `now_ms` without looking at the disk.
-    pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.validated_ms.load(Ordering::Relaxed)) < REVALIDATE_AFTER_MS
+    /// Milliseconds since the lookup was last confirmed.
+    pub(crate) fn age(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.validated_ms.load(Ordering::Relaxed))
     }
 
     /// Bytes held: the file, its siblings and the variants made so far.
@@ -289,6 +297,7 @@ fn load(
         sibling_fingerprints,
         racy,
         validated_ms: AtomicU64::new(now_ms),
+        refreshing: AtomicBool::new(false),
     })
 }
 

@@ -8,26 +8,30 @@
 //!   worker): the bytes as `Bytes`, the headers made once (ETag, Last-Modified,
 //!   Content-Type, Content-Length), and the precompressed siblings. A hit is answered
 //!   inside `call`, with no task, no blocking-pool round trip and no copy.
-//! - **Never more than a second stale.** A cached lookup is trusted for one second;
-//!   the first request after that resolves the path again and stats the file and its
-//!   siblings on the blocking pool (one stat round per second per hot file, whatever the
-//!   request rate), and reads them again if size, mtime, ctime, inode or device changed.
-//!   So an edit, an atomic replace (rename over the old file) or a delete is seen by the
-//!   first request at most one second after it. Stat polling rather than inotify: it
+//! - **Never more than a second stale.** A cached lookup is served only while it is
+//!   less than a second old. From half a second on, a hit starts one revalidation in the
+//!   background (resolve the path again, stat the file and its siblings, read them again
+//!   if size, mtime, ctime, inode or device changed) and is still answered from memory;
+//!   a request that finds the lookup over a second old (after a quiet spell) waits for
+//!   a new one on the blocking pool. So an edit, an atomic replace (rename over the old
+//!   file) or a delete is seen by the first request at most one second after it, a hot
+//!   file costs two stat rounds a second whatever the request rate, and no request
+//!   waits for the disk under steady traffic. Stat polling rather than inotify: it
 //!   needs no watch per directory (no `max_user_watches` limit, no missed events on
 //!   network or overlay file systems, symlink swaps of whole release folders included)
 //!   and its cost is bounded by the number of hot files, not by the tree. Misses are
 //!   remembered for a second too (in a sixteenth of the budget), so an application
 //!   mounted under a static `"/"` does not pay a file-system lookup per request.
 //! - **Large files from disk**, streamed in 256 KiB `pread`s one chunk ahead (see
-//!   [`body`] for why not `sendfile`): memory per response stays at two chunks.
+//!   `body.rs` for why not `sendfile`): memory per response stays at two chunks.
 //! - **Compressed once.** Below a `compression` layer (which announces the coding it
 //!   would use in a [`CompressionOffer`]), a cached text file's gzip/br/zstd variant is
 //!   made once at the highest level in the background and then served from memory
 //!   with `Content-Encoding`, `Vary: Accept-Encoding` and its own ETag; the compression
-//!   layer passes encoded responses through. See [`encode`].
+//!   layer passes encoded responses through. See `encode.rs`.
 //! - Preconditions and ranges (304, 412, single-range 206, 416, HEAD) are in
-//!   [`response`]; containment (no `..`, no symlink out of the folder) in [`resolve`].
+//!   `response.rs`; containment (no `..`, no symlink out of the folder) in `resolve.rs`;
+//!   the budgeted CLOCK cache in `cache.rs`; cached files and lookups in `file.rs`.
 //! - A directory with an `index.html` serves it for `dir/` and redirects `dir` to
 //!   `dir/` (301, as nginx); a miss falls through to the inner service (so the
 //!   application still serves routes it owns under the prefix) unless `fallthrough` is
@@ -74,7 +78,7 @@ use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
 use self::cache::{Admission, Cache};
-use self::file::{CachedFile, Found, Settings, REVALIDATE_AFTER_MS};
+use self::file::{CachedFile, Found, Settings, REFRESH_AFTER_MS, REVALIDATE_AFTER_MS};
 use self::resolve::SIBLINGS;
 use self::response::{respond, Extra};
 use crate::compression::{negotiate, CompressionOffer, Encoding};
@@ -118,6 +122,8 @@ struct Miss {
     /// Outside the folder: 404 even when falling through.
     forbidden: bool,
     at_ms: u64,
+    /// A background lookup is under way.
+    refreshing: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -327,6 +333,7 @@ impl Shared {
                 let miss = Miss {
                     forbidden: matches!(found, Found::Forbidden),
                     at_ms: now_ms,
+                    refreshing: AtomicBool::new(false),
                 };
                 self.misses.insert(relative, Arc::new(miss), 0);
             }
@@ -337,6 +344,23 @@ impl Shared {
             }
         }
         found
+    }
+
+    /// Look `relative` up again in the background (the caches take what it finds),
+    /// then call `done`.
+    fn refresh(
+        self: &Arc<Self>,
+        relative: &str,
+        cached: Option<Arc<CachedFile>>,
+        now_ms: u64,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        let shared = self.clone();
+        let relative = relative.to_owned();
+        tokio::task::spawn_blocking(move || {
+            shared.find(&relative, cached, None, now_ms);
+            done();
+        });
     }
 
     /// The response for a small file in memory.
@@ -546,23 +570,34 @@ where
         };
         let now = self.shared.now_ms();
         let cached = self.shared.files.get(relative);
-        match &cached {
-            Some(file) if file.is_fresh(now) => {
+        if let Some(file) = &cached {
+            let age = file.age(now);
+            if age < REVALIDATE_AFTER_MS {
+                if age >= REFRESH_AFTER_MS && !file.refreshing.swap(true, Ordering::Relaxed) {
+                    let owner = file.clone();
+                    self.shared
+                        .refresh(relative, Some(file.clone()), now, move || {
+                            owner.refreshing.store(false, Ordering::Relaxed)
+                        });
+                }
                 let response = self.shared.serve_cached(&request, relative, file);
                 return ResponseFuture::ready(response);
             }
-            Some(_) => {}
-            None => {
-                if let Some(miss) = self.shared.misses.get(relative) {
-                    if now.saturating_sub(miss.at_ms) < REVALIDATE_AFTER_MS {
-                        return match self.shared.miss(request, miss.forbidden) {
-                            Answered::Response(response) => ResponseFuture::ready(response),
-                            Answered::FallThrough(request) => {
-                                ResponseFuture::inner(self.inner.call(request))
-                            }
-                        };
-                    }
+        } else if let Some(miss) = self.shared.misses.get(relative) {
+            let age = now.saturating_sub(miss.at_ms);
+            if age < REVALIDATE_AFTER_MS {
+                if age >= REFRESH_AFTER_MS && !miss.refreshing.swap(true, Ordering::Relaxed) {
+                    let owner = miss.clone();
+                    self.shared.refresh(relative, None, now, move || {
+                        owner.refreshing.store(false, Ordering::Relaxed)
+                    });
                 }
+                return match self.shared.miss(request, miss.forbidden) {
+                    Answered::Response(response) => ResponseFuture::ready(response),
+                    Answered::FallThrough(request) => {
+                        ResponseFuture::inner(self.inner.call(request))
+                    }
+                };
             }
         }
         // Not cached, or due for revalidation: look on disk, off the runtime.
