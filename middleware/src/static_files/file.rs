@@ -232,10 +232,24 @@ pub(crate) fn find(
             .iter()
             .flatten()
             .all(|s| s.fingerprint.len <= settings.max_file);
-    let result = if small {
-        load(&path, &siblings, content_type, now_ms).map(|file| Found::Small(Arc::new(file)))
+    let loaded = if small {
+        load(
+            &path,
+            &siblings,
+            content_type.clone(),
+            settings.max_file,
+            now_ms,
+        )
+        .map(|file| Found::Small(Arc::new(file)))
     } else {
-        open_large(&path, &siblings, content_type, accept).map(Found::Large)
+        Err(std::io::ErrorKind::FileTooLarge.into())
+    };
+    // Large, or grew past the limit since it was stat'ed: stream it.
+    let result = match loaded {
+        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => {
+            open_large(&path, &siblings, content_type, accept).map(Found::Large)
+        }
+        other => other,
     };
     result.unwrap_or_else(|error| match error.kind() {
         std::io::ErrorKind::NotFound => Found::Missing,
@@ -251,9 +265,13 @@ fn content_type(path: &std::path::Path) -> HeaderValue {
     HeaderValue::from_static(essence)
 }
 
-/// Read a file whole, taking its fingerprint from the open file.
-fn read_whole(path: &std::path::Path) -> std::io::Result<(Bytes, Fingerprint, bool)> {
+/// Read a file whole (`FileTooLarge` if it is over `max` bytes), taking its
+/// fingerprint from the open file.
+fn read_whole(path: &std::path::Path, max: u64) -> std::io::Result<(Bytes, Fingerprint, bool)> {
     let (file, fingerprint) = resolve::open(path)?;
+    if fingerprint.len > max {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
     let body = resolve::read_at(&file, 0, fingerprint.len as usize)?;
     // Shorter than its size: it changed while we read it.
     let racy = body.len() as u64 != fingerprint.len || fingerprint.is_racy(SystemTime::now());
@@ -264,17 +282,22 @@ fn load(
     path: &std::path::Path,
     siblings: &[Option<Sibling>; 3],
     content_type: HeaderValue,
+    max: u64,
     now_ms: u64,
 ) -> std::io::Result<CachedFile> {
-    let (body, fingerprint, mut racy) = read_whole(path)?;
+    let (body, fingerprint, mut racy) = read_whole(path, max)?;
     let mut loaded: [Option<Variant>; 3] = [None, None, None];
     let mut sibling_fingerprints = [None; 3];
     for (at, sibling) in siblings.iter().enumerate() {
         let Some(sibling) = sibling else { continue };
-        let Ok((body, fingerprint, sibling_racy)) = read_whole(&sibling.path) else {
-            // Gone since it was seen: the next revalidation notices.
-            racy = true;
-            continue;
+        let (body, fingerprint, sibling_racy) = match read_whole(&sibling.path, max) {
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => return Err(error),
+            Err(_) => {
+                // Gone since it was seen: the next revalidation notices.
+                racy = true;
+                continue;
+            }
         };
         racy |= sibling_racy;
         loaded[at] = Some(Variant {
@@ -333,4 +356,85 @@ fn open_large(
         encoding: chosen,
         vary: !available.is_empty(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(name: &str) -> Settings {
+        let root = std::env::temp_dir().join(format!("static-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Settings {
+            root: std::fs::canonicalize(root).unwrap(),
+            precompressed: true,
+            max_file: 1024,
+        }
+    }
+
+    fn set_mtime(path: &std::path::Path, time: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
+
+    fn small(found: Found) -> Arc<CachedFile> {
+        match found {
+            Found::Small(file) => file,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn revalidation_keeps_unchanged_files_and_reloads_changed_ones() {
+        let settings = settings("revalidate");
+        let path = settings.root.join("a.css");
+        std::fs::write(&path, "aaaa").unwrap();
+        let fresh = small(find(&settings, "/a.css", None, None, 0));
+        assert!(fresh.racy, "just written");
+        let again = small(find(&settings, "/a.css", Some(&fresh), None, 1));
+        assert!(!Arc::ptr_eq(&fresh, &again), "a racy file is read again");
+
+        let past = SystemTime::now() - Duration::from_secs(60);
+        set_mtime(&path, past);
+        let settled = small(find(&settings, "/a.css", Some(&again), None, 2));
+        assert!(!settled.racy);
+        let kept = small(find(&settings, "/a.css", Some(&settled), None, 3000));
+        assert!(Arc::ptr_eq(&settled, &kept), "unchanged: the same entry");
+        assert_eq!(kept.age(3000), 0, "marked validated");
+
+        // Same size, mtime put back: the ctime still tells.
+        std::fs::write(&path, "bbbb").unwrap();
+        set_mtime(&path, past);
+        let changed = small(find(&settings, "/a.css", Some(&kept), None, 4000));
+        assert!(!Arc::ptr_eq(&kept, &changed));
+        assert_eq!(&changed.identity.body[..], b"bbbb");
+
+        // A new sibling is a change too.
+        let settled = small(find(&settings, "/a.css", Some(&changed), None, 4500));
+        assert!(!settled.racy && settled.siblings.iter().all(Option::is_none));
+        let sibling = settings.root.join("a.css.gz");
+        std::fs::write(&sibling, "gz").unwrap();
+        set_mtime(&sibling, past);
+        let with_sibling = small(find(&settings, "/a.css", Some(&settled), None, 5000));
+        assert!(!Arc::ptr_eq(&settled, &with_sibling));
+        assert!(with_sibling.siblings[resolve::slot(Encoding::Gzip)].is_some());
+
+        // Over the limit: streamed, not loaded.
+        std::fs::write(&path, vec![b'x'; 2048]).unwrap();
+        match find(&settings, "/a.css", Some(&with_sibling), None, 6000) {
+            Found::Large(large) => assert_eq!(large.meta.len, 2048),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            find(&settings, "/a.css", None, None, 7000),
+            Found::Missing
+        ));
+    }
 }
