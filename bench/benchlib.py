@@ -12,7 +12,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, "bench", ".venv", "bin")
-GATEWAY = os.path.join(ROOT, "target", "release", "wsgi-gateway")
+# GATEWAY_BIN overrides the binary (a debug build for a smoke run).
+GATEWAY = os.environ.get("GATEWAY_BIN") or os.path.join(ROOT, "target", "release", "wsgi-gateway")
 
 
 def free_port():
@@ -21,14 +22,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_ready(port, proc, timeout=30):
-    """Wait until GET / answers 200."""
+def wait_ready(port, proc, timeout=30, path="/"):
+    """Wait until GET `path` answers 200."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -85,12 +86,12 @@ def parse_latency(text, label):
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(port, seconds, connections, headers=()):
-    """One wrk run against GET / ; returns req/s, p99 and error counts."""
+def run_wrk(port, seconds, connections, headers=(), path="/"):
+    """One wrk run against GET `path`; returns req/s, p99 and error counts."""
     extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra,
-         f"http://127.0.0.1:{port}/"],
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -105,8 +106,8 @@ def run_wrk(port, seconds, connections, headers=()):
 
 
 
-def parse_args(description, workers=False):
-    """The options every comparison script takes."""
+def parse_args(description, workers=False, extra=None):
+    """The options every comparison script takes (`extra(parser)` adds a script's own)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
@@ -116,6 +117,8 @@ def parse_args(description, workers=False):
         parser.add_argument("--workers", type=int, default=1,
                             help="worker processes, every server")
     parser.add_argument("--only", nargs="*", help="subset of servers to run")
+    if extra:
+        extra(parser)
     return parser.parse_args()
 
 
@@ -124,26 +127,28 @@ def only(servers, names):
     return {k: v for k, v in servers.items() if not names or k in names}
 
 
-def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None):
+def compare(servers, cwd, rounds, seconds, connections, headers=(), env=None, path="/"):
     """Start every server, then load them in turn for `rounds` alternating rounds.
 
-    `servers` maps a name to an argv template with {port}. Returns name -> list of
-    per-round results, and prints one line per run."""
+    `servers` maps a name to an argv template with {port} (or a function of the port
+    returning the argv). Every run loads GET `path`. Returns name -> list of per-round
+    results, and prints one line per run."""
     results = {name: [] for name in servers}
     procs = {}
     try:
         for name, argv in servers.items():
             port = free_port()
-            proc = subprocess.Popen([a.format(port=port) for a in argv], cwd=cwd, env=env,
+            argv = argv(port) if callable(argv) else [a.format(port=port) for a in argv]
+            proc = subprocess.Popen(argv, cwd=cwd, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
-            wait_ready(port, proc)
-            run_wrk(port, 2, connections, headers)  # warm-up
+            wait_ready(port, proc, path=path)
+            run_wrk(port, 2, connections, headers, path)  # warm-up
             procs[name] = (proc, port)
         for round_no in range(1, rounds + 1):
             for name, (proc, port) in procs.items():
                 cpu_before = cpu_seconds(proc.pid)
-                result = run_wrk(port, seconds, connections, headers)
+                result = run_wrk(port, seconds, connections, headers, path)
                 cpu = cpu_seconds(proc.pid) - cpu_before
                 # The server's own CPU per request: what a load generator on other
                 # cores would see, free of wrk's share of these two cores.

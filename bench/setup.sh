@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Install what the benchmarks need: wrk (Debian), the release binary, and bench/.venv
-# with the peer servers (granian, gunicorn) pinned in bench/requirements.txt.
+# Install what the benchmarks need: wrk and nginx (Debian), the release binary, and
+# bench/.venv with the peer servers (granian, gunicorn) pinned in bench/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v wrk >/dev/null; then
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "bench/setup.sh: wrk is missing; install it (apt-get install wrk)" >&2
+        echo "bench/setup.sh: ${missing[*]} missing; install with apt-get install ${missing[*]}" >&2
         exit 1
     fi
 fi

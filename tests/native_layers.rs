@@ -1,5 +1,5 @@
-//! The native layers over real HTTP: compression, auth, static files, access log and
-//! headers, each in front of a real WSGI app.
+//! The native layers over real HTTP: compression, auth, access log and headers, each in
+//! front of a real WSGI app (static files: tests/static_files.rs).
 
 mod common;
 
@@ -267,103 +267,6 @@ fn bearer_tokens_from_the_environment() {
     );
     assert_eq!(ok.json()["REMOTE_USER"], "deploy");
     assert_eq!(gateway.get("/status?code=200").status, 200, "outside paths");
-}
-
-fn static_site() -> std::path::PathBuf {
-    let root = scratch_dir("static");
-    let site = root.join("site");
-    std::fs::create_dir_all(site.join("docs")).unwrap();
-    std::fs::write(site.join("app.css"), "body { color: red }\n".repeat(100)).unwrap();
-    std::fs::write(site.join("docs/index.html"), "<h1>docs</h1>").unwrap();
-    std::fs::write(site.join("big.js"), "console.log(1);\n".repeat(1000)).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&std::fs::read(site.join("big.js")).unwrap())
-        .unwrap();
-    std::fs::write(site.join("big.js.gz"), gz.finish().unwrap()).unwrap();
-    std::fs::write(root.join("secret.txt"), "top secret").unwrap();
-    std::os::unix::fs::symlink(root.join("secret.txt"), site.join("leak.txt")).unwrap();
-    site
-}
-
-fn static_gateway(extra: &str) -> (common::Gateway, std::path::PathBuf) {
-    let site = static_site();
-    let gateway = GatewayBuilder::new()
-        .config(&format!(
-            "[[middleware]]\nkind = \"static\"\nmount = \"/static\"\ndir = \"{}\"\ncache_control = \"public, max-age=60\"\n{extra}",
-            site.display()
-        ))
-        .start();
-    (gateway, site)
-}
-
-#[test]
-fn static_files_with_etag_range_index_and_precompressed_siblings() {
-    let (gateway, site) = static_gateway("");
-    let css = gateway.get("/static/app.css");
-    assert_eq!(css.status, 200);
-    assert_eq!(css.body, std::fs::read(site.join("app.css")).unwrap());
-    assert_eq!(css.header("cache-control"), Some("public, max-age=60"));
-    assert!(css.header("content-type").unwrap().starts_with("text/css"));
-    assert!(css.header("last-modified").is_some());
-    let etag = css.header("etag").unwrap().to_owned();
-
-    let cached = gateway.request("GET", "/static/app.css", &[("If-None-Match", &etag)], b"");
-    assert_eq!(cached.status, 304);
-    assert!(cached.body.is_empty());
-    assert_eq!(cached.header("etag"), Some(etag.as_str()));
-
-    let range = gateway.request("GET", "/static/app.css", &[("Range", "bytes=7-11")], b"");
-    assert_eq!(range.status, 206);
-    assert_eq!(range.text(), "color");
-    let unsatisfiable =
-        gateway.request("GET", "/static/app.css", &[("Range", "bytes=99999-")], b"");
-    assert_eq!(unsatisfiable.status, 416);
-
-    assert_eq!(gateway.get("/static/docs/").text(), "<h1>docs</h1>");
-
-    let gz = gateway.request("GET", "/static/big.js", &[("Accept-Encoding", "gzip")], b"");
-    assert_eq!(gz.header("content-encoding"), Some("gzip"));
-    assert_eq!(
-        gunzip(&gz.body),
-        std::fs::read(site.join("big.js")).unwrap()
-    );
-}
-
-#[test]
-fn static_files_never_leave_their_folder() {
-    let (gateway, _site) = static_gateway("");
-    // Dot segments and encoded slashes are refused before any layer sees them.
-    for target in [
-        "/static/../secret.txt",
-        "/static/%2e%2e/secret.txt",
-        "/static/docs/%2E%2E%2F..%2Fsecret.txt",
-    ] {
-        let response = gateway.get(target);
-        assert_eq!(response.status, 400, "{target}: {}", response.text());
-        assert!(!response.text().contains("top secret"), "{target}");
-    }
-    for target in ["/static/..%5csecret.txt", "/static/leak.txt"] {
-        let response = gateway.get(target);
-        assert_eq!(response.status, 404, "{target}: {}", response.text());
-        assert!(!response.text().contains("top secret"), "{target}");
-    }
-}
-
-#[test]
-fn static_misses_fall_through_to_the_app_unless_told_not_to() {
-    let (gateway, _site) = static_gateway("");
-    let miss = gateway.get("/static/not-a-file");
-    assert_eq!(miss.status, 404);
-    assert!(
-        miss.text().contains("no such route: /static/not-a-file"),
-        "the app answered: {}",
-        miss.text()
-    );
-    assert_eq!(gateway.get("/environ").status, 200, "outside the mount");
-    let (strict, _site) = static_gateway("fallthrough = false\n");
-    let miss = strict.get("/static/not-a-file");
-    assert_eq!(miss.status, 404);
-    assert!(!miss.text().contains("no such route"), "{}", miss.text());
 }
 
 #[test]

@@ -79,6 +79,18 @@ impl Default for Levels {
     }
 }
 
+/// Put in each request's extensions when the client accepts one of the layer's codings:
+/// the one the layer would use, and from what size. A layer below that holds encoded
+/// variants (the static files layer) may answer with one of them; a response that has
+/// `Content-Encoding` passes through this layer unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompressionOffer {
+    /// The coding negotiated for the request.
+    pub encoding: Encoding,
+    /// Bodies smaller than this are not compressed.
+    pub min_size: u64,
+}
+
 /// Compresses responses for clients that accept it.
 #[derive(Clone, Debug)]
 pub struct CompressionLayer {
@@ -212,8 +224,15 @@ fn compressible(status: StatusCode, headers: &HeaderMap) -> bool {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
+    compressible_media_type(content_type)
+}
+
+/// False for media types that are compressed already (images but SVG, audio, video,
+/// archives, woff fonts, PDF, `application/octet-stream`) or streamed as events; the
+/// static files layer uses the same rule for the variants it compresses once.
+pub fn compressible_media_type(content_type: &str) -> bool {
+    let content_type = content_type.to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or("").trim();
     let precompressed = (essence.starts_with("image/") && essence != "image/svg+xml")
         || essence.starts_with("video/")
@@ -248,7 +267,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let chosen = request
             .headers()
             .get(header::ACCEPT_ENCODING)
@@ -256,6 +275,11 @@ where
             .and_then(|accept| negotiate(accept, &self.config.encodings));
         let head = request.method() == Method::HEAD;
         let min_size = self.config.min_size;
+        if let Some(encoding) = chosen {
+            request
+                .extensions_mut()
+                .insert(CompressionOffer { encoding, min_size });
+        }
         let levels = self.config.levels;
         self.inner
             .call(request)

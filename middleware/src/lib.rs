@@ -6,8 +6,9 @@
 //!   off the request path.
 //! - [`compression`]: gzip, br and zstd, negotiated with q-values, flushed per chunk.
 //! - [`auth`]: HTTP Basic against an htpasswd file, or Bearer tokens.
-//! - [`static_files`]: files under a mount prefix, with ETag, Range and precompressed
-//!   siblings; misses fall through to the inner service.
+//! - [`static_files`]: files under a mount prefix, hot small ones from a bounded
+//!   in-memory cache (revalidated within a second), with ETag, Range, precompressed
+//!   siblings and variants compressed once; misses fall through to the inner service.
 //! - [`headers`]: set, append or remove request and response headers.
 //! - [`request_path`]: the canonical request path every other layer decides on.
 //!

@@ -150,10 +150,29 @@ pub struct StaticConfig {
     /// A miss goes on to the next layer (true) or gets 404 (false).
     #[serde(default = "yes")]
     pub fallthrough: bool,
+    /// Bytes of small files (and their compressed variants) held in memory per worker,
+    /// e.g. `"64MiB"`; `0` turns the cache off.
+    #[serde(default = "static_cache_size")]
+    pub cache_size: ByteSize,
+    /// Files up to this size are cached; larger ones are streamed from disk.
+    #[serde(default = "static_cache_max_file")]
+    pub cache_max_file: ByteSize,
+    /// Below a `compression` layer, compress cached text files once (gzip 9, brotli 11,
+    /// zstd 19) and serve the variants from memory instead of compressing per request.
+    #[serde(default = "yes")]
+    pub compress: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn static_cache_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn static_cache_max_file() -> ByteSize {
+    ByteSize(1 << 20)
 }
 
 /// `kind = "python"`: exactly one of `factory` and `filter_factory`.

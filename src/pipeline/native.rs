@@ -121,7 +121,10 @@ pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, S
     let mut layer = StaticFilesLayer::new(&config.mount, &base.join(&config.dir))
         .map_err(|e| e.to_string())?
         .fallthrough(config.fallthrough)
-        .precompressed(config.precompressed);
+        .precompressed(config.precompressed)
+        .cache_size(config.cache_size.0)
+        .cache_max_file(config.cache_max_file.0)
+        .compress(config.compress);
     if let Some(cache_control) = &config.cache_control {
         layer = layer
             .cache_control(cache_control)
