@@ -1,0 +1,144 @@
+//! The response path under careless or hostile use (issue 11, items 3, 8, 9 and 11):
+//! access log lines a client cannot forge fields into, `write()` from another thread,
+//! HEAD answered with the headers GET would carry, and tiny chunks that do not inflate
+//! the output. Real binary, raw sockets where the bytes on the wire are the point.
+
+mod common;
+
+use std::io::Write;
+
+use common::{eventually, scratch_dir, GatewayBuilder};
+
+/// Undo the access log's `\xHH` escapes.
+fn unescape(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            assert_eq!(bytes[i + 1], b'x', "only \\xHH escapes: {field}");
+            let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Split a combined-format line into its nine fields, refusing any extra quote.
+fn combined_fields(line: &str) -> Vec<String> {
+    let line = line.trim_end_matches('\n');
+    assert!(!line.contains('\n'), "one line: {line:?}");
+    assert!(
+        line.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "printable ASCII only: {line:?}"
+    );
+    let quoted: Vec<&str> = line.split('"').collect();
+    assert_eq!(quoted.len(), 7, "exactly three quoted fields: {line}");
+    let (head, request, middle, referer, between, agent, end) = (
+        quoted[0], quoted[1], quoted[2], quoted[3], quoted[4], quoted[5], quoted[6],
+    );
+    assert_eq!((between, end), (" ", ""), "{line}");
+    let head: Vec<&str> = head.trim_end().splitn(4, ' ').collect();
+    let middle: Vec<&str> = middle.split_whitespace().collect();
+    assert_eq!(head.len(), 4, "{line}");
+    assert_eq!(middle.len(), 2, "{line}");
+    let mut fields: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+    fields.push(request.into());
+    fields.extend(middle.iter().map(|s| s.to_string()));
+    fields.push(referer.into());
+    fields.push(agent.into());
+    fields
+}
+
+#[test]
+fn access_log_lines_cannot_be_forged_by_the_client() {
+    let dir = scratch_dir("access-escape");
+    let combined = dir.join("combined.log");
+    let json = dir.join("json.log");
+    let atoms = dir.join("atoms.log");
+    let config = format!(
+        r#"
+[[middleware]]
+kind = "access_log"
+output = "{}"
+
+[[middleware]]
+kind = "access_log"
+format = "json"
+output = "{}"
+
+[[middleware]]
+kind = "access_log"
+format = '%(r)s|%(U)s|%(q)s|%(a)s|%(f)s|%({{x-note}}i)s|%({{x-echo}}o)s'
+output = "{}"
+"#,
+        combined.display(),
+        json.display(),
+        atoms.display()
+    );
+    let gateway = GatewayBuilder::new().config(&config).start();
+    // A User-Agent that closes its quotes and forges a status, size, referer and agent
+    // of its own, with a backslash, a tab and a byte that is not ASCII; a Referer with a
+    // quote; a target with a quote (the canonical path spells it %22) and a backslash.
+    let agent: &[u8] = b"evil\" 200 1 \"http://forged/\" \"forged\\\tagent\xff";
+    let referer: &[u8] = b"http://r/\"x";
+    let mut request = Vec::new();
+    request.extend_from_slice(b"GET /environ\"x?a=\\ HTTP/1.1\r\nHost: t\r\nUser-Agent: ");
+    request.extend_from_slice(agent);
+    request.extend_from_slice(b"\r\nReferer: ");
+    request.extend_from_slice(referer);
+    request.extend_from_slice(b"\r\nX-Note: \"note\"\r\nConnection: close\r\n\r\n");
+    let mut stream = gateway.connect();
+    stream.write_all(&request).unwrap();
+    let response = common::read_to_close(&mut stream);
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+
+    let read = |path: &std::path::Path| {
+        eventually("the access log line", || {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        })
+    };
+    let request_line = b"GET /environ%22x?a=\\ HTTP/1.1";
+    let line = read(&combined);
+    let fields = combined_fields(&line);
+    assert_eq!(fields[0], "127.0.0.1", "{line}");
+    assert_eq!(unescape(&fields[4]), request_line, "{line}");
+    assert_eq!(fields[5], "200", "{line}");
+    assert_eq!(unescape(&fields[7]), referer, "{line}");
+    assert_eq!(unescape(&fields[8]), agent, "{line}");
+    assert!(line.contains(r#"?a=\x5C HTTP/1.1"#), "{line}");
+    assert!(line.contains(r#"evil\x22 200 1 \x22http://forged/\x22"#), "{line}");
+    assert!(line.contains(r"forged\x5C\x09agent\xFF"), "{line}");
+
+    let entry: serde_json::Value = serde_json::from_str(read(&json).trim()).unwrap();
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["path"], "/environ%22x");
+    assert_eq!(entry["query"], "a=\\");
+    assert_eq!(entry["referer"], "http://r/\"x");
+    assert_eq!(
+        entry["user_agent"],
+        "evil\" 200 1 \"http://forged/\" \"forged\\\tagent\u{FFFD}"
+    );
+
+    let line = read(&atoms);
+    let fields: Vec<&str> = line.trim_end_matches('\n').split('|').collect();
+    assert_eq!(fields.len(), 7, "{line}");
+    assert_eq!(unescape(fields[0]), request_line);
+    assert_eq!(fields[1], "/environ%22x");
+    assert_eq!(fields[2], r"a=\x5C");
+    assert_eq!(unescape(fields[3]), agent);
+    assert_eq!(unescape(fields[4]), referer);
+    assert_eq!(fields[5], r"\x22note\x22");
+    assert_eq!(fields[6], "-");
+    assert_eq!(gateway.get("/pid").status, 200);
+}
