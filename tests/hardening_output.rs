@@ -9,6 +9,140 @@ use std::io::Write;
 
 use common::{eventually, scratch_dir, GatewayBuilder};
 
+/// A response as it came off the wire: its head, and the bytes after the head.
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// Everything after the blank line: chunk framing included.
+    after_head: Vec<u8>,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Send `head` (a whole request head) on a new connection and read until the server
+/// closes it.
+fn exchange(gateway: &common::Gateway, head: &str) -> Wire {
+    let mut stream = gateway.connect();
+    stream.write_all(head.as_bytes()).unwrap();
+    let bytes = common::read_to_close(&mut stream);
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let text = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    Wire {
+        status: status.parse().unwrap(),
+        headers,
+        after_head: bytes[end + 4..].to_vec(),
+    }
+}
+
+fn get_head(target: &str, accept_encoding: Option<&str>) -> String {
+    let encoding = accept_encoding
+        .map(|e| format!("Accept-Encoding: {e}\r\n"))
+        .unwrap_or_default();
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n{encoding}Connection: close\r\n\r\n")
+}
+
+fn compression_gateway(app: &str) -> common::Gateway {
+    GatewayBuilder::new()
+        .app(app)
+        .config("[[middleware]]\nkind = \"compression\"\n")
+        .start()
+}
+
+/// Status, then the header fields that must be equal between GET and HEAD (RFC 9110
+/// section 9.3.2): all but Date, and Transfer-Encoding, which a HEAD response omits.
+fn comparable(wire: &Wire) -> (u16, Vec<(String, String)>) {
+    let mut headers: Vec<(String, String)> = wire
+        .headers
+        .iter()
+        .filter(|(name, _)| name != "date" && name != "transfer-encoding")
+        .cloned()
+        .collect();
+    headers.sort();
+    (wire.status, headers)
+}
+
+fn head_head(target: &str, accept_encoding: Option<&str>) -> String {
+    get_head(target, accept_encoding).replacen("GET", "HEAD", 1)
+}
+
+#[test]
+fn head_carries_the_headers_get_would() {
+    let plain = GatewayBuilder::new().start();
+    let compressing = compression_gateway("contract:application");
+    let cases = [
+        (&plain, "/big", None),
+        (&plain, "/big-gen", None),
+        (&compressing, "/big", None),
+        (&compressing, "/big", Some("gzip")),
+        (&compressing, "/big-gen", Some("br")),
+    ];
+    for (gateway, target, encoding) in cases {
+        let get = exchange(gateway, &get_head(target, encoding));
+        let head = exchange(gateway, &head_head(target, encoding));
+        assert_eq!(
+            comparable(&head),
+            comparable(&get),
+            "{target} with Accept-Encoding {encoding:?}"
+        );
+        assert!(head.after_head.is_empty(), "a HEAD response has no body");
+    }
+    // The defect as filed: GET /big had Content-Length: 5000, HEAD none; through
+    // compression GET had Content-Encoding: gzip and HEAD did not.
+    let head = exchange(&plain, &head_head("/big", None));
+    assert_eq!(head.header("content-length"), Some("5000"));
+    let head = exchange(&compressing, &head_head("/big", Some("gzip")));
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+    assert_eq!(head.header("content-length"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_http2_has_the_length_and_no_body() {
+    use http_body_util::BodyExt;
+    let gateway = GatewayBuilder::new().start();
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for method in ["GET", "HEAD"] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri("http://h2.test/big")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get("content-length").unwrap(),
+            "5000",
+            "{method}"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), if method == "GET" { 5000 } else { 0 });
+    }
+}
+
 /// Undo the access log's `\xHH` escapes.
 fn unescape(field: &str) -> Vec<u8> {
     let bytes = field.as_bytes();

@@ -116,10 +116,7 @@ impl StartResponse {
     }
 
     fn body_allowed(&self, status: StatusCode) -> bool {
-        self.context.method != Method::HEAD
-            && !status.is_informational()
-            && status != StatusCode::NO_CONTENT
-            && status != StatusCode::NOT_MODIFIED
+        self.context.method != Method::HEAD && status_has_body(status)
     }
 
     fn take_head(&mut self) -> PyResult<PendingHead> {
@@ -224,6 +221,12 @@ impl StartResponse {
         }
         let mut head = self.take_head()?;
         let body = body.unwrap_or_default();
+        if self.context.method == Method::HEAD && status_has_body(head.status) {
+            // The head GET would get: the length of the body GET would carry.
+            with_length_of(&mut head.headers, &body);
+            self.deliver(head.status, head.headers, WsgiBody::empty());
+            return Ok(());
+        }
         let body = if !self.body_allowed(head.status) {
             if head.status == StatusCode::NO_CONTENT || head.status.is_informational() {
                 head.headers.remove(header::CONTENT_LENGTH);
@@ -282,7 +285,13 @@ impl StartResponse {
             self.stream = None;
             return false;
         }
-        let response = WsgiResponse::plain(status);
+        let mut response = WsgiResponse::plain(status);
+        if self.context.method == Method::HEAD {
+            if let WsgiBody::Full(Some(text)) = &response.body {
+                with_length_of(&mut response.headers, text);
+            }
+            response.body = WsgiBody::empty();
+        }
         self.deliver(response.status, response.headers, response.body)
     }
 
@@ -303,6 +312,23 @@ impl StartResponse {
             self.stream = None;
         }
         delivered
+    }
+}
+
+/// False for the statuses whose responses never have a body (204, 304), whatever the
+/// method.
+fn status_has_body(status: StatusCode) -> bool {
+    !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+}
+
+/// Give a HEAD response the Content-Length a GET of the same resource gets for `body`
+/// (hyper writes it from the body for GET; a HEAD response's body is empty), unless the
+/// application declared one. RFC 9110 section 9.3.2.
+fn with_length_of(headers: &mut HeaderMap, body: &Bytes) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
 }
 

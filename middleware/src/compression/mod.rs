@@ -5,8 +5,10 @@
 //! (it returns `Pending`) or ends, so a streamed response still reaches the client chunk
 //! by chunk, and tiny chunks do not inflate the output. Skipped: bodies that are already
 //! encoded, ranges, `text/event-stream`, already-compressed media types,
-//! `Cache-Control: no-transform`, HEAD/204/304, and bodies known to be under `min_size`.
+//! `Cache-Control: no-transform`, 204/304, and bodies known to be under `min_size`.
 //! `Vary: Accept-Encoding` is added to every response that could have been compressed.
+//! A HEAD response gets the head its GET would get (`Content-Encoding`, no
+//! `Content-Length`) and no body (RFC 9110 section 9.3.2).
 //!
 //! # Layout (the shape of tower-http's `compression`)
 //! - this file: [`CompressionLayer`] (the configuration), [`Encoding`], [`Levels`];

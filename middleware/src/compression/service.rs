@@ -80,7 +80,7 @@ where
 struct Plan {
     /// The coding the client accepts best, if any.
     encoding: Option<Encoding>,
-    /// A HEAD request: never compressed.
+    /// A HEAD request: the response gets the head a GET would get, and no body.
     head: bool,
     min_size: u64,
     levels: Levels,
@@ -93,15 +93,35 @@ impl Plan {
             return Response::from_parts(parts, body);
         }
         append_vary(&mut parts.headers);
-        let size = body.size_hint().exact();
+        let size = uncompressed_size(&parts.headers, &body, self.head);
         let too_small = size.is_some_and(|n| n < self.min_size);
-        let Some(encoding) = self.encoding.filter(|_| !too_small && !self.head) else {
+        let Some(encoding) = self.encoding.filter(|_| !too_small) else {
             return Response::from_parts(parts, body);
         };
         mark_encoded(&mut parts.headers, encoding);
+        if self.head {
+            // RFC 9110 section 9.3.2: the same head as GET, without the body.
+            return Response::from_parts(parts, Body::empty());
+        }
         let body = CompressedBody::new(body, encoding, self.levels, size);
         Response::from_parts(parts, Body::new(body))
     }
+}
+
+/// The body's size before compression, when it is known: its exact size hint, else
+/// its Content-Length. A HEAD response's body is empty, so only its Content-Length
+/// (the length GET would have) says how large the body would be.
+fn uncompressed_size(headers: &HeaderMap, body: &Body, head: bool) -> Option<u64> {
+    let declared = || {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    if head && body.is_end_stream() {
+        return declared();
+    }
+    body.size_hint().exact().or_else(declared)
 }
 
 /// The head of a response whose body is compressed with `encoding`.
@@ -133,5 +153,51 @@ fn append_vary(headers: &mut HeaderMap) {
     });
     if !already {
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    fn page(request: Request<Body>) -> Response<Body> {
+        let text = "compress me ".repeat(100);
+        let mut response = Response::new(if request.method() == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(text.clone())
+        });
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        response
+    }
+
+    async fn call(method: Method) -> Response<Body> {
+        let service = CompressionLayer::new().layer(tower::service_fn(
+            |request: Request<Body>| async move {
+                Ok::<_, std::convert::Infallible>(page(request))
+            },
+        ));
+        let request = Request::builder()
+            .method(method)
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap();
+        service.oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn head_gets_the_head_get_gets_and_no_body() {
+        use http_body_util::BodyExt;
+        let get = call(Method::GET).await;
+        let head = call(Method::HEAD).await;
+        assert_eq!(get.headers(), head.headers());
+        assert_eq!(head.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(head.headers()[header::ETAG], "W/\"v1\"");
+        assert!(!head.headers().contains_key(header::CONTENT_LENGTH));
+        assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
     }
 }
