@@ -288,8 +288,12 @@ impl PendingLine {
                 }
                 Atom::Time => write!(line, "[{}]", self.facts.time.format("%d/%b/%Y:%H:%M:%S %z")),
                 Atom::RequestLine => {
-                    let request_line =
-                        format!("{} {} {}", self.facts.method, self.target(), self.protocol());
+                    let request_line = format!(
+                        "{} {} {}",
+                        self.facts.method,
+                        self.target(),
+                        self.protocol()
+                    );
                     escape::push_escaped(&mut line, request_line.as_bytes());
                     Ok(())
                 }
@@ -325,7 +329,10 @@ impl PendingLine {
                 Atom::DecimalSeconds => write!(line, "{:.6}", elapsed.as_secs_f64()),
                 Atom::Pid => write!(line, "<{}>", std::process::id()),
                 Atom::RequestHeader(_) => {
-                    text(&mut line, header_bytes(wanted.next().and_then(Option::as_ref)));
+                    text(
+                        &mut line,
+                        header_bytes(wanted.next().and_then(Option::as_ref)),
+                    );
                     Ok(())
                 }
                 Atom::ResponseHeader(name) => {

@@ -62,15 +62,13 @@ impl http_body::Body for CompressedBody {
             };
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
-                    // The inner body has to wait: send what is compressed so far.
-                    if std::mem::take(&mut this.unflushed) {
-                        encoder.flush().map_err(io_error)?;
-                    }
-                    let out = encoder.take_output();
-                    if out.is_empty() {
+                    // The inner body has to wait: send what is compressed so far (not
+                    // a gzip header alone, before any input).
+                    if !std::mem::take(&mut this.unflushed) {
                         return Poll::Pending;
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                    encoder.flush().map_err(io_error)?;
+                    return Poll::Ready(Some(Ok(Frame::data(encoder.take_output()))));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {

@@ -176,11 +176,10 @@ mod tests {
     }
 
     async fn call(method: Method) -> Response<Body> {
-        let service = CompressionLayer::new().layer(tower::service_fn(
-            |request: Request<Body>| async move {
+        let service =
+            CompressionLayer::new().layer(tower::service_fn(|request: Request<Body>| async move {
                 Ok::<_, std::convert::Infallible>(page(request))
-            },
-        ));
+            }));
         let request = Request::builder()
             .method(method)
             .header(header::ACCEPT_ENCODING, "gzip")
@@ -198,6 +197,12 @@ mod tests {
         assert_eq!(head.headers()[header::CONTENT_ENCODING], "gzip");
         assert_eq!(head.headers()[header::ETAG], "W/\"v1\"");
         assert!(!head.headers().contains_key(header::CONTENT_LENGTH));
-        assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
+        assert!(head
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
     }
 }
