@@ -7,7 +7,7 @@
 //! - [`environ`], [`input`], [`response`], [`errors`], [`file_wrapper`]: the PEP 3333
 //!   objects the application sees.
 //! - `head` and `iterable`: the rules for `start_response` and for the returned
-//!   iterable (bytes items, `close()` once), shared by [`call`] and [`bridge`].
+//!   iterable (bytes items, `close()` once), shared by `call` and [`bridge`].
 //! - [`body`]: the response body on its way back to hyper, coalescing small chunks.
 //! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline.
 

@@ -2,7 +2,7 @@
 //!
 //! The status and headers are held until the first non-empty body chunk (or the end
 //! of the response), as PEP 3333 asks, so an application can still replace them by
-//! calling `start_response` again with `exc_info` (the rules are in [`super::head`]).
+//! calling `start_response` again with `exc_info` (the rules are in `wsgi/head.rs`).
 //!
 //! `start_response` and `write()` may be called from any Python thread: a producer
 //! thread may `write()` while the request's thread iterates the response. The state
@@ -24,7 +24,8 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::body::{stream_channel, SendError, StreamSender, WsgiBody};
-use super::head::{accept_head, HeadSlot, PendingHead};
+pub use super::head::PendingHead;
+use super::head::{accept_head, HeadSlot};
 
 /// Bytes buffered between the Python thread and the connection.
 const STREAM_CAPACITY: usize = 256 << 10;
