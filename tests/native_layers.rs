@@ -67,15 +67,16 @@ fn compression_negotiates_gzip_br_and_zstd() {
 }
 
 #[test]
-fn compression_skips_small_bodies_event_streams_and_head() {
+fn compression_skips_small_bodies_and_event_streams() {
     let gateway = compression_gateway();
     let small = gateway.request("GET", "/small", &[("Accept-Encoding", "gzip")], b"");
     assert_eq!(small.header("content-encoding"), None);
     assert_eq!(small.text(), "tiny");
     let sse = gateway.request("GET", "/sse", &[("Accept-Encoding", "gzip")], b"");
     assert_eq!(sse.header("content-encoding"), None);
+    // HEAD gets the head GET gets (RFC 9110 section 9.3.2), and no body.
     let head = gateway.request("HEAD", "/page", &[("Accept-Encoding", "gzip")], b"");
-    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
     assert!(head.body.is_empty());
 }
 

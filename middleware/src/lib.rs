@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`access_log`]: one line per response (combined, JSON, or gunicorn atoms), written
 //!   off the request path.
-//! - [`compression`]: gzip, br and zstd, negotiated with q-values, flushed per chunk.
+//! - [`compression`]: gzip, br and zstd, negotiated with q-values, flushed when the
+//!   inner body waits.
 //! - [`auth`]: HTTP Basic against an htpasswd file, or Bearer tokens.
 //! - [`static_files`]: files under a mount prefix, hot small ones from a bounded
 //!   in-memory cache (revalidated within a second), with ETag, Range, precompressed

@@ -32,8 +32,9 @@ use tokio::runtime::Handle;
 use tower::{Service, ServiceExt};
 
 use super::environ::latin1;
+use super::head::{accept_head, HeadSlot};
 use super::interpreter::format_exception;
-use super::response::accept_head;
+use super::iterable::{chunk_copy, close_logged};
 use crate::types::GatewayService;
 
 /// The environ of the Python layer above a bridge, carried in request extensions.
@@ -366,22 +367,27 @@ fn call_inline(
     rewrite_environ(py, &environ, request)?;
     let capture = Bound::new(py, CaptureStartResponse::default())?;
     let iterable = app.bind(py).call1((&environ, &capture))?;
-    let iterator = iterable.try_iter();
-    let mut first = VecDeque::new();
-    let iterator = match iterator {
+    let iterator = match iterable.try_iter() {
         Ok(iterator) => iterator,
         Err(error) => {
-            close_quietly(py, &iterable);
+            close_logged(&iterable);
             return Err(error);
         }
     };
     // The head may come lazily, from inside the first iteration.
+    let mut first = VecDeque::new();
     let mut exhausted = false;
-    while !capture.borrow().has_head() {
+    while !capture.get().lock(py).head.has_status() {
         match iterator.clone().next() {
-            Some(Ok(chunk)) => first.push_back(bytes_of(&chunk)?),
+            Some(Ok(chunk)) => match chunk_copy(&chunk) {
+                Ok(chunk) => first.push_back(chunk),
+                Err(error) => {
+                    close_logged(&iterable);
+                    return Err(error);
+                }
+            },
             Some(Err(error)) => {
-                close_quietly(py, &iterable);
+                close_logged(&iterable);
                 return Err(error);
             }
             None => {
@@ -390,14 +396,19 @@ fn call_inline(
             }
         }
     }
-    let head = capture.borrow_mut().take_head();
-    let Some((status, headers)) = head else {
-        close_quietly(py, &iterable);
-        return Err(PyRuntimeError::new_err(
-            "the application returned without calling start_response()",
-        ));
+    let (head, written) = {
+        let mut state = capture.get().lock(py);
+        (state.head.take(), std::mem::take(&mut state.written))
     };
-    let written = std::mem::take(&mut *capture.borrow().written.lock().expect("write buffer"));
+    let head = match head {
+        Ok(head) => head,
+        Err(_) => {
+            close_logged(&iterable);
+            return Err(PyRuntimeError::new_err(
+                "the application returned without calling start_response()",
+            ));
+        }
+    };
     let mut chunks: VecDeque<Bytes> = written;
     chunks.extend(first);
     let body = InlineBody {
@@ -405,45 +416,35 @@ fn call_inline(
         capture: capture.unbind(),
         iterator: (!exhausted).then(|| iterator.into_any().unbind()),
         iterable: Some(iterable.unbind()),
+        yielded: false,
     };
     let mut response = Response::new(Body::new(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
     Ok(response)
 }
 
-fn bytes_of(chunk: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    let bytes = chunk
-        .cast::<PyBytes>()
-        .map_err(|_| PyTypeError::new_err("a WSGI body is made of bytes"))?;
-    Ok(Bytes::copy_from_slice(bytes.as_bytes()))
-}
-
-fn close_quietly(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
-    if let Ok(close) = iterable.getattr("close") {
-        if let Err(error) = close.call0() {
-            tracing::error!("close() failed:\n{}", format_exception(py, &error));
-        }
-    }
-}
-
-/// `start_response` for an inline call: records the head and `write()` output.
-#[pyclass(module = "wsgi_gateway", name = "InlineStartResponse")]
+/// `start_response` for an inline call: records the head and `write()` output (which
+/// may come from any thread).
+#[pyclass(module = "wsgi_gateway", name = "InlineStartResponse", frozen)]
 #[derive(Default)]
 struct CaptureStartResponse {
-    head: Option<(StatusCode, HeaderMap)>,
-    head_taken: bool,
-    written: Arc<Mutex<VecDeque<Bytes>>>,
+    state: Mutex<Captured>,
+}
+
+#[derive(Default)]
+struct Captured {
+    head: HeadSlot,
+    /// `write()` output not yet taken by the body.
+    written: VecDeque<Bytes>,
 }
 
 impl CaptureStartResponse {
-    fn has_head(&self) -> bool {
-        self.head.is_some()
-    }
-
-    fn take_head(&mut self) -> Option<(StatusCode, HeaderMap)> {
-        self.head_taken = true;
-        self.head.take()
+    fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, Captured> {
+        use pyo3::sync::MutexExt;
+        self.state
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -451,28 +452,22 @@ impl CaptureStartResponse {
 impl CaptureStartResponse {
     #[pyo3(signature = (status, headers, exc_info = None))]
     fn __call__(
-        slf: Bound<'_, Self>,
+        slf: &Bound<'_, Self>,
         status: &str,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let head = {
-            let this = slf.borrow();
-            accept_head(
-                this.head_taken,
-                this.head.is_some(),
-                status,
-                headers,
-                exc_info,
-            )?
-        };
-        slf.borrow_mut().head = Some((head.status, head.headers));
+        let py = slf.py();
+        let this = slf.get();
+        let (sent, given) = this.lock(py).head.calls_so_far();
+        let head = accept_head(sent, given, status, headers, exc_info)?;
+        this.lock(py).head.accept(head);
         Ok(slf.getattr("write")?.unbind())
     }
 
-    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = bytes_of(data)?;
-        self.written.lock().expect("write buffer").push_back(bytes);
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = chunk_copy(data)?;
+        self.lock(py).written.push_back(bytes);
         Ok(())
     }
 }
@@ -483,6 +478,10 @@ struct InlineBody {
     capture: Py<CaptureStartResponse>,
     iterator: Option<Py<PyAny>>,
     iterable: Option<Py<PyAny>>,
+    /// A chunk went out since the application was last called. Calling it again may
+    /// wait (on a database, a sleep), so the body first returns `Pending` once: the
+    /// layers above flush what they hold (compression flushes only then).
+    yielded: bool,
 }
 
 impl http_body::Body for InlineBody {
@@ -491,7 +490,7 @@ impl http_body::Body for InlineBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         loop {
@@ -499,24 +498,22 @@ impl http_body::Body for InlineBody {
                 if chunk.is_empty() {
                     continue;
                 }
+                this.yielded = true;
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             let Some(iterator) = &this.iterator else {
                 return Poll::Ready(None);
             };
+            if std::mem::take(&mut this.yielded) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let next = Python::attach(|py| -> PyResult<Option<Vec<Bytes>>> {
                 let item = iterator.bind(py).call_method0("__next__");
-                let mut out: Vec<Bytes> = this
-                    .capture
-                    .borrow(py)
-                    .written
-                    .lock()
-                    .expect("write buffer")
-                    .drain(..)
-                    .collect();
+                let mut out: Vec<Bytes> = this.capture.get().lock(py).written.drain(..).collect();
                 match item {
                     Ok(item) => {
-                        out.push(bytes_of(&item)?);
+                        out.push(chunk_copy(&item)?);
                         Ok(Some(out))
                     }
                     Err(error) if error.is_instance_of::<PyStopIteration>(py) => {
@@ -546,7 +543,7 @@ impl http_body::Body for InlineBody {
 impl Drop for InlineBody {
     fn drop(&mut self) {
         if let Some(iterable) = self.iterable.take() {
-            Python::attach(|py| close_quietly(py, iterable.bind(py)));
+            Python::attach(|py| close_logged(iterable.bind(py)));
         }
     }
 }

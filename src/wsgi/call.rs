@@ -2,19 +2,21 @@
 //!
 //! `app(environ, start_response)` is called, the returned iterable is driven chunk by
 //! chunk into the response, and its `close()` is called exactly once whatever happens:
-//! normal end, an exception while iterating, or the client going away.
+//! normal end, an exception while iterating, the client going away, or a panic on the
+//! way (then the client gets a 500, or a cut body).
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use http::{header, HeaderValue, StatusCode};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 
 use super::body::{file_body, WsgiBody};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyFault, InputLimits, WsgiInput};
 use super::interpreter::format_exception;
+use super::iterable::{chunk_bytes, Iterable};
 use super::pool::{AppContext, Job};
 use super::response::{ResponseContext, SendStop, StartResponse};
 
@@ -50,6 +52,9 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
             return;
         }
     };
+    // Whatever happens below, a panic included, the response ends: a 500 if nothing
+    // was sent, a cut body otherwise.
+    let _ends = EndsResponse(&responder);
     let input = WsgiInput::new(
         input,
         context.runtime.clone(),
@@ -72,22 +77,20 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         Ok(environ) => environ,
         Err(error) => {
             tracing::error!(request = %request_line(), "cannot build the environ: {}", format_exception(py, &error));
-            responder
-                .borrow_mut()
-                .fail(StatusCode::INTERNAL_SERVER_ERROR);
+            responder.get().fail(py, StatusCode::INTERNAL_SERVER_ERROR);
             return;
         }
     };
 
     let iterable = match context.app.bind(py).call1((environ, &responder)) {
-        Ok(iterable) => iterable,
+        Ok(iterable) => Iterable::new(iterable),
         Err(error) => {
             fail(py, &responder, &error, &body_fault, &request_line());
             return;
         }
     };
-    let outcome = drive(py, context, &iterable, &responder);
-    let closed = close(&iterable);
+    let outcome = drive(py, context, iterable.get(), &responder);
+    let closed = iterable.close();
     match (outcome, closed) {
         (Ok(()), Ok(())) => {}
         (Err(error), closed) => {
@@ -136,6 +139,15 @@ pub(super) fn set_trace_context(
     Ok(())
 }
 
+/// Ends the response when dropped, unless it has ended already.
+struct EndsResponse<'a, 'py>(&'a Bound<'py, StartResponse>);
+
+impl Drop for EndsResponse<'_, '_> {
+    fn drop(&mut self) {
+        self.0.get().fail_unless_ended(self.0.py());
+    }
+}
+
 /// Log an application error and answer 500 or, if the head is already out, abort the
 /// body. When the error comes from a request body that could not be read, the client is
 /// to blame: 413 (over the body limit) or 400 and a closed connection (malformed), no
@@ -150,23 +162,22 @@ fn fail(
     match body_fault.get() {
         Some(BodyFault::TooLarge { .. }) => {
             tracing::warn!(request = %request_line, "request body over limits.max_body_size: 413");
-            responder.borrow_mut().fail(StatusCode::PAYLOAD_TOO_LARGE);
+            responder.get().fail(py, StatusCode::PAYLOAD_TOO_LARGE);
             return;
         }
         Some(BodyFault::Malformed { reason }) => {
             tracing::info!(request = %request_line, "malformed request body ({reason}): 400");
-            responder.borrow_mut().fail(StatusCode::BAD_REQUEST);
+            responder.get().fail(py, StatusCode::BAD_REQUEST);
             return;
         }
         None => {}
     }
+    let responder = responder.get();
     if error.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py)
-        && responder.borrow().headers_sent()
+        && responder.headers_sent(py)
     {
         tracing::debug!(request = %request_line, "client went away during the response");
-        responder
-            .borrow_mut()
-            .fail(StatusCode::INTERNAL_SERVER_ERROR);
+        responder.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
         return;
     }
     tracing::error!(
@@ -175,21 +186,7 @@ fn fail(
         "application error:\n{}",
         format_exception(py, error)
     );
-    responder
-        .borrow_mut()
-        .fail(StatusCode::INTERNAL_SERVER_ERROR);
-}
-
-/// Call `iterable.close()` if it has one.
-fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
-    // Lists, tuples and bytes have no close(); skip the attribute lookup for them.
-    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
-        return Ok(());
-    }
-    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
-        Ok(close) => close.call0().map(drop),
-        Err(_) => Ok(()),
-    }
+    responder.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 /// Move the iterable's output into the response.
@@ -199,31 +196,32 @@ fn drive(
     iterable: &Bound<'_, PyAny>,
     responder: &Bound<'_, StartResponse>,
 ) -> PyResult<()> {
-    if !responder.borrow().headers_sent() {
+    let responder = responder.get();
+    if !responder.headers_sent(py) {
         // Fast path: a list or tuple is complete already; answer with a known length.
         if let Some(items) = sequence_items(iterable) {
             let mut body = BytesMut::new();
             for item in items.iter() {
-                body.extend_from_slice(as_bytes(item)?.as_bytes());
+                body.extend_from_slice(chunk_bytes(item)?.as_bytes());
             }
-            return responder.borrow_mut().finish(Some(body.freeze()));
+            return responder.finish(py, Some(body.freeze()));
         }
         // A real file: stream it from the runtime instead of iterating in Python.
         if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
             if let Some(file) = wrapper.borrow().real_file(py) {
-                return send_file(context, responder, file);
+                return send_file(py, context, responder, file);
             }
         }
     }
     for item in iterable.try_iter()? {
         let item = item?;
-        let chunk = as_bytes(&item)?;
-        match responder.borrow_mut().send_chunk(py, chunk.as_bytes())? {
+        let chunk = chunk_bytes(&item)?;
+        match responder.send_chunk(py, chunk.as_bytes())? {
             Ok(()) => {}
             Err(SendStop::LengthReached) | Err(SendStop::ClientGone) => break,
         }
     }
-    responder.borrow_mut().finish(None)
+    responder.finish(py, None)
 }
 
 fn sequence_items<'py>(iterable: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
@@ -236,25 +234,13 @@ fn sequence_items<'py>(iterable: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, Py
     None
 }
 
-fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
-    item.cast::<PyBytes>().map_err(|_| {
-        pyo3::exceptions::PyTypeError::new_err(format!(
-            "the application yielded {}, but a WSGI body is made of bytes",
-            item.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })
-}
-
 fn send_file(
+    py: Python<'_>,
     context: &AppContext,
-    responder: &Bound<'_, StartResponse>,
+    responder: &StartResponse,
     file: super::file_wrapper::RealFile,
 ) -> PyResult<()> {
-    let mut responder = responder.borrow_mut();
-    responder.finish_with(|head, body_allowed| {
+    responder.finish_with(py, |head, body_allowed| {
         let len = match head.content_length {
             Some(declared) => declared.min(file.len),
             None => {

@@ -9,7 +9,9 @@
 //! - `call`: one request through `app(environ, start_response)`.
 //! - [`environ`], [`input`], [`response`], [`errors`], [`file_wrapper`]: the PEP 3333
 //!   objects the application sees.
-//! - [`body`]: the response body on its way back to hyper.
+//! - `head` and `iterable`: the rules for `start_response` and for the returned
+//!   iterable (bytes items, `close()` once), shared by `call` and [`bridge`].
+//! - [`body`]: the response body on its way back to hyper, coalescing small chunks.
 //! - [`bridge`]: the `NativeBridge`, a WSGI callable that runs native layers on the
 //!   calling Python thread, and `InlineApp`, the app as a service below them.
 //! - `traced`: spans around each Python segment and the application.
@@ -24,8 +26,10 @@ pub mod environ;
 mod error;
 pub mod errors;
 pub mod file_wrapper;
+mod head;
 pub mod input;
 pub mod interpreter;
+mod iterable;
 pub mod pool;
 pub mod response;
 pub mod service;

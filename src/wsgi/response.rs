@@ -2,26 +2,35 @@
 //!
 //! The status and headers are held until the first non-empty body chunk (or the end
 //! of the response), as PEP 3333 asks, so an application can still replace them by
-//! calling `start_response` again with `exc_info`. Headers are checked when they are
-//! given: hop-by-hop fields and CR/LF/NUL in names or values are application errors;
-//! values are sent without surrounding whitespace.
+//! calling `start_response` again with `exc_info` (the rules are in `wsgi/head.rs`:
+//! hop-by-hop fields and CR/LF/NUL are application errors; values are sent without
+//! surrounding whitespace).
+//!
+//! `start_response` and `write()` may be called from any Python thread: a producer
+//! thread may `write()` while the request's thread iterates the response. The state
+//! sits behind one mutex, taken without the GIL when it is contended, so a `write()`
+//! that waits for a slow client holds up the other writers, in order, and nothing
+//! else.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionAbortedError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::sync::MutexExt;
+use pyo3::types::PyBytes;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
-use super::body::{stream_channel, StreamSender, WsgiBody};
+use super::body::{stream_channel, SendError, StreamSender, WsgiBody};
+pub use super::head::PendingHead;
+use super::head::{accept_head, HeadSlot};
 
-/// Chunks buffered between the Python thread and the connection.
-const STREAM_CAPACITY: usize = 16;
+/// Bytes buffered between the Python thread and the connection.
+const STREAM_CAPACITY: usize = 256 << 10;
 
 /// A response head and body, as the Python thread hands it to the connection task.
 pub struct WsgiResponse {
@@ -58,16 +67,6 @@ pub enum SendStop {
     LengthReached,
 }
 
-/// The status and headers the application gave.
-pub struct PendingHead {
-    /// The status code.
-    pub status: StatusCode,
-    /// The validated header fields.
-    pub headers: HeaderMap,
-    /// The application's Content-Length, if it gave one.
-    pub content_length: Option<u64>,
-}
-
 /// Per-request facts the response path needs.
 pub struct ResponseContext {
     /// The request method (HEAD responses carry no body).
@@ -80,15 +79,23 @@ pub struct ResponseContext {
 
 /// The `start_response` callable given to the application; its `write` method is the
 /// `write()` callable that `start_response` returns.
-#[pyclass(module = "wsgi_gateway", name = "StartResponse")]
+#[pyclass(module = "wsgi_gateway", name = "StartResponse", frozen)]
 pub struct StartResponse {
     context: ResponseContext,
-    pending: Option<PendingHead>,
+    state: Mutex<ResponseState>,
+}
+
+/// Where one response stands.
+struct ResponseState {
+    head: HeadSlot,
+    /// Where the head goes; taken when it is sent.
     head_tx: Option<oneshot::Sender<WsgiResponse>>,
     stream: Option<StreamSender>,
     /// Body bytes still allowed by the application's Content-Length.
     remaining: Option<u64>,
     client_gone: bool,
+    /// The response has ended (normally or not): a later `write()` is an error.
+    ended: bool,
 }
 
 impl StartResponse {
@@ -96,65 +103,67 @@ impl StartResponse {
     pub fn new(context: ResponseContext, head_tx: oneshot::Sender<WsgiResponse>) -> Self {
         Self {
             context,
-            pending: None,
-            head_tx: Some(head_tx),
-            stream: None,
-            remaining: None,
-            client_gone: false,
+            state: Mutex::new(ResponseState {
+                head: HeadSlot::default(),
+                head_tx: Some(head_tx),
+                stream: None,
+                remaining: None,
+                client_gone: false,
+                ended: false,
+            }),
         }
     }
 
-    /// True once the head has gone to the client.
-    pub fn headers_sent(&self) -> bool {
-        self.head_tx.is_none()
+    /// The state, waited for without the GIL if another thread holds it (that thread
+    /// may need the GIL to finish).
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, ResponseState> {
+        // Every method leaves the state consistent before it can panic, so a poisoned
+        // lock is still good.
+        self.state
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True once `start_response` has been called.
-    pub fn has_status(&self) -> bool {
-        self.pending.is_some() || self.headers_sent()
+    /// True once the head has gone to the client.
+    pub fn headers_sent(&self, py: Python<'_>) -> bool {
+        self.lock(py).head.sent()
     }
 
     fn body_allowed(&self, status: StatusCode) -> bool {
-        self.context.method != Method::HEAD
-            && !status.is_informational()
-            && status != StatusCode::NO_CONTENT
-            && status != StatusCode::NOT_MODIFIED
-    }
-
-    fn take_head(&mut self) -> PyResult<PendingHead> {
-        self.pending.take().ok_or_else(|| {
-            PyRuntimeError::new_err("the application sent a body before calling start_response()")
-        })
+        self.context.method != Method::HEAD && status_has_body(status)
     }
 
     /// Send one body chunk, sending the head first if it has not gone yet.
-    pub fn send_chunk(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<Result<(), SendStop>> {
-        if self.client_gone {
+    pub fn send_chunk(&self, py: Python<'_>, data: &[u8]) -> PyResult<Result<(), SendStop>> {
+        let mut state = self.lock(py);
+        if state.ended {
+            return Err(PyRuntimeError::new_err(
+                "write() called after the response ended",
+            ));
+        }
+        if state.client_gone {
             return Ok(Err(SendStop::ClientGone));
         }
         if data.is_empty() {
             return Ok(Ok(()));
         }
-        if !self.headers_sent() {
-            let head = self.take_head()?;
+        if !state.head.sent() {
+            let head = state.head.take()?;
             let allowed = self.body_allowed(head.status);
-            self.remaining = head.content_length;
+            state.remaining = head.content_length;
             let body = if allowed {
                 let (sender, body) = stream_channel(STREAM_CAPACITY);
-                self.stream = Some(sender);
+                state.stream = Some(sender);
                 body
             } else {
                 WsgiBody::empty()
             };
-            if !self.deliver(head.status, head.headers, body) {
+            if !state.deliver(head.status, head.headers, body) {
                 return Ok(Err(SendStop::ClientGone));
             }
         }
-        let Some(stream) = &self.stream else {
-            // HEAD, 204, 304: the body is discarded.
-            return Ok(Ok(()));
-        };
-        let (chunk, reached) = match self.remaining {
+        let (chunk, reached) = match state.remaining {
+            None => (data, false),
             Some(0) => return Ok(Err(SendStop::LengthReached)),
             Some(remaining) if data.len() as u64 >= remaining => {
                 let cut = remaining as usize;
@@ -164,27 +173,31 @@ impl StartResponse {
                         "the application sent more than its Content-Length; the excess is dropped"
                     );
                 }
-                self.remaining = Some(0);
-                (Bytes::copy_from_slice(&data[..cut]), true)
+                state.remaining = Some(0);
+                (&data[..cut], true)
             }
             Some(remaining) => {
-                self.remaining = Some(remaining - data.len() as u64);
-                (Bytes::copy_from_slice(data), false)
+                state.remaining = Some(remaining - data.len() as u64);
+                (data, false)
             }
-            None => (Bytes::copy_from_slice(data), false),
         };
-        let sent = match stream.chunks.try_send(chunk) {
+        let Some(stream) = &state.stream else {
+            // HEAD, 204, 304: the body is discarded.
+            return Ok(Ok(()));
+        };
+        let sent = match stream.try_send(chunk) {
             Ok(()) => true,
-            Err(TrySendError::Closed(_)) => false,
-            Err(TrySendError::Full(chunk)) => {
-                // Only a full channel releases the GIL, and only for write_timeout.
-                let tx = stream.chunks.clone();
+            Err(SendError::Closed) => false,
+            Err(SendError::Full) => {
+                // Only a full queue releases the GIL, and only for write_timeout. Other
+                // writers wait for the state lock meanwhile, without the GIL.
+                let chunk = Bytes::copy_from_slice(chunk);
                 let runtime = &self.context.runtime;
                 let timeout = self.context.write_timeout;
-                py.detach(move || {
+                py.detach(|| {
                     runtime.block_on(async {
                         matches!(
-                            tokio::time::timeout(timeout, tx.send(chunk)).await,
+                            tokio::time::timeout(timeout, stream.send(chunk)).await,
                             Ok(Ok(()))
                         )
                     })
@@ -192,8 +205,8 @@ impl StartResponse {
             }
         };
         if !sent {
-            self.client_gone = true;
-            self.stream = None;
+            state.client_gone = true;
+            state.stream = None;
             return Ok(Err(SendStop::ClientGone));
         }
         Ok(if reached {
@@ -203,14 +216,23 @@ impl StartResponse {
         })
     }
 
-    /// End the response normally. If the head has not gone yet, `body` (all chunks the
-    /// application produced) becomes a body of known length.
-    pub fn finish(&mut self, body: Option<Bytes>) -> PyResult<()> {
-        if self.headers_sent() {
-            if let Some(stream) = self.stream.take() {
-                if self.remaining.is_some_and(|r| r > 0) {
+    /// End the response normally. `body` is the rest of the body (everything, when
+    /// the head has not gone yet: it becomes a body of known length).
+    pub fn finish(&self, py: Python<'_>, body: Option<Bytes>) -> PyResult<()> {
+        let mut state = self.lock(py);
+        if state.head.sent() {
+            if let Some(body) = body.filter(|b| !b.is_empty()) {
+                // Another thread's write() sent the head in the meantime. A stop (the
+                // client gone, the length reached) ends the response below all the same.
+                drop(state);
+                let _stopped = self.send_chunk(py, &body)?;
+                state = self.lock(py);
+            }
+            state.ended = true;
+            if let Some(stream) = state.stream.take() {
+                if state.remaining.is_some_and(|r| r > 0) {
                     tracing::warn!(
-                        missing = self.remaining,
+                        missing = state.remaining,
                         "the application sent less than its Content-Length; closing the connection"
                     );
                     // Dropped without complete(): hyper aborts the connection.
@@ -221,8 +243,15 @@ impl StartResponse {
             }
             return Ok(());
         }
-        let mut head = self.take_head()?;
+        let mut head = state.head.take()?;
+        state.ended = true;
         let body = body.unwrap_or_default();
+        if self.context.method == Method::HEAD && status_has_body(head.status) {
+            // The head GET would get: the length of the body GET would carry.
+            with_length_of(&mut head.headers, &body);
+            state.deliver(head.status, head.headers, WsgiBody::empty());
+            return Ok(());
+        }
         let body = if !self.body_allowed(head.status) {
             if head.status == StatusCode::NO_CONTENT || head.status.is_informational() {
                 head.headers.remove(header::CONTENT_LENGTH);
@@ -245,15 +274,15 @@ impl StartResponse {
                         "the application sent less than its Content-Length; closing the connection"
                     );
                     // The declared length stays: the client sees it was not met.
-                    let (sender, stream) = stream_channel(1);
-                    let _ = sender.chunks.try_send(body);
+                    let (sender, stream) = stream_channel(body.len().max(1));
+                    let _ = sender.try_send(&body);
                     drop(sender);
                     stream
                 }
                 _ => WsgiBody::Full(Some(body).filter(|b| !b.is_empty())),
             }
         };
-        self.deliver(head.status, head.headers, body);
+        state.deliver(head.status, head.headers, body);
         Ok(())
     }
 
@@ -261,32 +290,54 @@ impl StartResponse {
     /// file responses). `make_body` is told whether a body may be sent at all (not for
     /// HEAD, 204 and 304) so it can still set headers such as Content-Length.
     pub fn finish_with(
-        &mut self,
+        &self,
+        py: Python<'_>,
         make_body: impl FnOnce(&mut PendingHead, bool) -> WsgiBody,
     ) -> PyResult<()> {
-        let mut head = self.take_head()?;
+        let mut state = self.lock(py);
+        let mut head = state.head.take()?;
+        state.ended = true;
         let allowed = self.body_allowed(head.status);
         let body = make_body(&mut head, allowed);
         let body = if allowed { body } else { WsgiBody::empty() };
-        self.deliver(head.status, head.headers, body);
+        state.deliver(head.status, head.headers, body);
         Ok(())
     }
 
     /// Answer with a gateway-made error response if nothing was sent yet; otherwise cut
-    /// the body short so the client sees the failure. Returns true if the error response
-    /// was sent.
-    pub fn fail(&mut self, status: StatusCode) -> bool {
-        if self.headers_sent() {
+    /// the body short so the client sees the failure. Either way the response has
+    /// ended. Returns true if the error response was sent.
+    pub fn fail(&self, py: Python<'_>, status: StatusCode) -> bool {
+        let mut state = self.lock(py);
+        state.ended = true;
+        if state.head.sent() {
             // Dropping the sender without complete() aborts the body.
-            self.stream = None;
+            state.stream = None;
             return false;
         }
-        let response = WsgiResponse::plain(status);
-        self.deliver(response.status, response.headers, response.body)
+        let mut response = WsgiResponse::plain(status);
+        if self.context.method == Method::HEAD {
+            if let WsgiBody::Full(Some(text)) = &response.body {
+                with_length_of(&mut response.headers, text);
+            }
+            response.body = WsgiBody::empty();
+        }
+        state.deliver(response.status, response.headers, response.body)
     }
 
+    /// End the response with a 500 unless it has ended already: for paths that leave
+    /// without finishing (a panic on the way).
+    pub fn fail_unless_ended(&self, py: Python<'_>) {
+        if !self.lock(py).ended {
+            self.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+}
+
+impl ResponseState {
     /// Send the head (with its body) to the connection; false if the client is gone.
     fn deliver(&mut self, status: StatusCode, headers: HeaderMap, body: WsgiBody) -> bool {
+        self.head.mark_sent();
         let Some(head_tx) = self.head_tx.take() else {
             return false;
         };
@@ -305,155 +356,21 @@ impl StartResponse {
     }
 }
 
-/// Hop-by-hop fields (RFC 9110 section 7.6.1) that a WSGI application must not set.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "trailers"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+/// False for the statuses whose responses never have a body (204, 304), whatever the
+/// method.
+fn status_has_body(status: StatusCode) -> bool {
+    !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
-/// `value` without leading and trailing spaces and tabs.
-fn trim_ows(value: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |e| e + 1);
-    &value[start..end]
-}
-
-/// Parse `"200 OK"`: three digits, a space, and a reason without control characters.
-fn parse_status(status: &str) -> PyResult<StatusCode> {
-    let bad = || {
-        PyValueError::new_err(format!(
-            "invalid status {status:?}: expected e.g. \"200 OK\""
-        ))
-    };
-    let bytes = status.as_bytes();
-    if bytes.len() < 4 || bytes[3] != b' ' || !bytes[..3].iter().all(u8::is_ascii_digit) {
-        return Err(bad());
+/// Give a HEAD response the Content-Length a GET of the same resource gets for `body`
+/// (hyper writes it from the body for GET; a HEAD response's body is empty), unless the
+/// application declared one. RFC 9110 section 9.3.2.
+fn with_length_of(headers: &mut HeaderMap, body: &Bytes) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return Err(bad());
-    }
-    let code = StatusCode::from_bytes(&bytes[..3]).map_err(|_| bad())?;
-    if code.as_u16() < 200 {
-        return Err(PyValueError::new_err(format!(
-            "status {status:?}: a WSGI application cannot send an informational (1xx) response"
-        )));
-    }
-    Ok(code)
-}
-
-/// Turn the application's header list into a `HeaderMap`, refusing anything that would
-/// corrupt the framing of the response.
-fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
-    let mut map = HeaderMap::new();
-    let mut content_length = None;
-    for item in headers.try_iter()? {
-        let item = item?;
-        let pair = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyTypeError::new_err("response headers must be (name, value) tuples"))?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(
-                "response headers must be (name, value) tuples",
-            ));
-        }
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
-        let name: &str = name
-            .extract()
-            .map_err(|_| PyTypeError::new_err("a header name must be a str"))?;
-        let value: &str = value.extract().map_err(|_| {
-            PyTypeError::new_err(format!("header {name:?}: its value must be a str"))
-        })?;
-        let header_name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
-        if is_hop_by_hop(&header_name) {
-            return Err(PyValueError::new_err(format!(
-                "hop-by-hop header {name:?} is not allowed from a WSGI application (PEP 3333)"
-            )));
-        }
-        let latin1: Vec<u8> = value
-            .chars()
-            .map(|c| u8::try_from(u32::from(c)))
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                PyValueError::new_err(format!("header {name:?}: value is not latin-1: {value:?}"))
-            })?;
-        if latin1.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(PyValueError::new_err(format!(
-                "header {name:?}: CR, LF or NUL in the value {value:?}"
-            )));
-        }
-        // Sent without surrounding whitespace (RFC 9110 section 5.5): some middleware,
-        // Beaker's session cookie for one, returns " name=value".
-        let header_value = HeaderValue::from_bytes(trim_ows(&latin1)).map_err(|_| {
-            PyValueError::new_err(format!("header {name:?}: invalid value {value:?}"))
-        })?;
-        if header_name == header::CONTENT_LENGTH {
-            let length = value
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| PyValueError::new_err(format!("invalid Content-Length {value:?}")))?;
-            if content_length.is_some_and(|previous| previous != length) {
-                return Err(PyValueError::new_err("conflicting Content-Length headers"));
-            }
-            content_length = Some(length);
-            map.insert(header_name, header_value);
-            continue;
-        }
-        map.append(header_name, header_value);
-    }
-    Ok((map, content_length))
-}
-
-/// PEP 3333's rules for one `start_response(status, headers, exc_info)` call, shared
-/// by the server's callable and the native bridge's: with `exc_info` after the head was
-/// sent, re-raise it; without `exc_info`, a second call is an error; otherwise the
-/// validated head.
-pub(crate) fn accept_head(
-    head_sent: bool,
-    head_given: bool,
-    status: &str,
-    headers: &Bound<'_, PyAny>,
-    exc_info: Option<&Bound<'_, PyAny>>,
-) -> PyResult<PendingHead> {
-    match exc_info.filter(|e| !e.is_none()) {
-        Some(exc_info) if head_sent => {
-            // Too late to change the response: re-raise the original error.
-            let value = exc_info.get_item(1)?;
-            let traceback = exc_info.get_item(2)?;
-            return Err(PyErr::from_value(
-                value.call_method1("with_traceback", (traceback,))?,
-            ));
-        }
-        None if head_given || head_sent => {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called a second time without exc_info",
-            ));
-        }
-        _ => {}
-    }
-    let status = parse_status(status)?;
-    let (headers, content_length) = parse_headers(headers)?;
-    Ok(PendingHead {
-        status,
-        headers,
-        content_length,
-    })
 }
 
 #[pymethods]
@@ -461,38 +378,33 @@ impl StartResponse {
     /// `start_response(status, response_headers, exc_info=None)` from PEP 3333.
     #[pyo3(signature = (status, headers, exc_info = None))]
     fn __call__(
-        slf: Bound<'_, Self>,
+        slf: &Bound<'_, Self>,
         status: &str,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let head = {
-            let this = slf.borrow();
-            accept_head(
-                this.headers_sent(),
-                this.has_status(),
-                status,
-                headers,
-                exc_info,
-            )?
-        };
-        slf.borrow_mut().pending = Some(head);
+        let py = slf.py();
+        let this = slf.get();
+        let (sent, given) = this.lock(py).head.calls_so_far();
+        let head = accept_head(sent, given, status, headers, exc_info)?;
+        this.lock(py).head.accept(head);
         Ok(slf.getattr("write")?.unbind())
     }
 
-    /// The `write(data)` callable: send `data` now, before any iterable output.
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// The `write(data)` callable: send `data` now, before any iterable output. Safe
+    /// from any thread.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        if !self.has_status() {
+        if !self.lock(py).head.has_status() {
             return Err(PyRuntimeError::new_err(
                 "write() called before start_response()",
             ));
         }
         match self.send_chunk(py, bytes.as_bytes())? {
             Ok(()) | Err(SendStop::LengthReached) => Ok(()),
-            Err(SendStop::ClientGone) => Err(pyo3::exceptions::PyConnectionAbortedError::new_err(
+            Err(SendStop::ClientGone) => Err(PyConnectionAbortedError::new_err(
                 "the client closed the connection",
             )),
         }

@@ -55,6 +55,72 @@ class Tracked:
             CLOSES[self.key] = CLOSES.get(self.key, 0) + 1
 
 
+def noise(n, seed=12345):
+    """n bytes that do not compress: a 31-bit LCG's high bits (the tests compute the
+    same sequence)."""
+    out = bytearray(n)
+    x = seed
+    for i in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        out[i] = (x >> 16) & 0xFF
+    return bytes(out)
+
+
+WRITERS = {}
+
+
+def write_from_thread(q, start_response):
+    """write() called from a producer thread while the returned iterable waits.
+
+    The producer writes n chunks of `size` bytes (chunk i is the letter A+i%26). The
+    iterable waits (bounded) until the producer has been stuck inside one write() for a
+    while, which happens once the client stops reading, then yields its own chunk while
+    that write() still waits, then waits for the producer to finish and yields b"end".
+    /writer-state?id= reports progress, so the test knows when to start reading.
+    """
+    key = q["id"]
+    n = int(q.get("n", "128"))
+    size = int(q.get("size", "262144"))
+    state = {"written": 0, "in_write_since": None, "yielding": False, "error": None}
+    with LOCK:
+        WRITERS[key] = state
+    write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    done = threading.Event()
+
+    def produce():
+        try:
+            for i in range(n):
+                state["in_write_since"] = time.monotonic()
+                write(bytes([65 + i % 26]) * size)
+                state["in_write_since"] = None
+                state["written"] += 1
+        except BaseException as error:  # reported through /writer-state
+            state["error"] = repr(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=produce, name="producer-" + key, daemon=True).start()
+
+    class Waiting:
+        def __iter__(self):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not done.is_set():
+                since = state["in_write_since"]
+                if since is not None and time.monotonic() - since > 0.3:
+                    break
+                time.sleep(0.01)
+            state["yielding"] = True
+            yield b"<iterable chunk>"
+            done.wait(30)
+            yield b"<end>"
+
+        def close(self):
+            with LOCK:
+                CLOSES[key] = CLOSES.get(key, 0) + 1
+
+    return Waiting()
+
+
 def application(environ, start_response):
     with LOCK:
         CALLS["count"] += 1
@@ -302,6 +368,34 @@ def application(environ, start_response):
 
     if path == "/pid":
         return _json(start_response, {"pid": os.getpid()})
+
+    if path == "/big":
+        # A list of one 5000-byte chunk and no Content-Length: GET gets its length from
+        # the server, and HEAD must carry the same headers.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x" * 5000]
+
+    if path == "/big-gen":
+        # The same body from a generator: a length nobody knows in advance.
+        def gen():
+            for _ in range(5):
+                yield b"y" * 1000
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
+
+    if path == "/tiny-chunks":
+        # n one-byte chunks of noise (see noise()), yielded as fast as Python can.
+        n = int(q.get("n", "100000"))
+        body = noise(n)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (body[i:i + 1] for i in range(n))
+
+    if path == "/write-from-thread":
+        return write_from_thread(q, start_response)
+
+    if path == "/writer-state":
+        with LOCK:
+            return _json(start_response, WRITERS.get(q["id"], {}))
 
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"no such route: " + path.encode("latin-1")]

@@ -1,7 +1,10 @@
 //! One line per response, written off the request path.
 //!
 //! The line is written when the response body ends (or is abandoned), so it carries the
-//! bytes actually sent and the whole latency, as gunicorn's does.
+//! bytes actually sent and the whole latency, as gunicorn's does. Text a client or an
+//! application controls (request line, User-Agent, Referer, user, headers) is escaped
+//! as nginx does (`"` becomes `\x22`), so no client can forge a field; JSON lines are
+//! serialized by serde_json and stay valid JSON (bytes that are not UTF-8 become U+FFFD).
 //!
 //! ```no_run
 //! use gateway_middleware::access_log::{AccessLogLayer, LogFormat, Output};
@@ -9,10 +12,12 @@
 //! # let _ = layer;
 //! ```
 
+mod escape;
 mod format;
 mod sink;
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +25,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
@@ -114,11 +118,10 @@ fn request_id(headers: &HeaderMap) -> String {
 impl<S> Service<Request<Body>> for AccessLog<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -158,34 +161,53 @@ where
                 .map(|name| headers.get(name).cloned())
                 .collect(),
         };
-        let shared = self.shared.clone();
-        self.inner
-            .call(request)
-            .map(move |result| {
-                result.map(|response| {
-                    let (parts, body) = response.into_parts();
-                    let pending = PendingLine {
-                        shared,
-                        facts,
-                        status: parts.status,
-                        headers: parts.headers.clone(),
-                        user: parts
-                            .extensions
-                            .get::<AuthenticatedUser>()
-                            .map(|u| u.0.clone())
-                            .or_else(|| user.get().map(str::to_owned)),
-                        bytes: 0,
-                    };
-                    Response::from_parts(
-                        parts,
-                        Body::new(LoggedBody {
-                            inner: body,
-                            pending: Some(pending),
-                        }),
-                    )
-                })
-            })
-            .boxed()
+        ResponseFuture {
+            inner: self.inner.call(request),
+            line: Some((self.shared.clone(), facts, user)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`AccessLog`]: once the head is ready, the body is wrapped
+    /// so the line is written when it ends.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        line: Option<(Arc<Shared>, RequestFacts, UserSlot)>,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = futures_util::ready!(this.inner.poll(cx))?;
+        let (shared, facts, user) = this.line.take().expect("polled after completion");
+        let (parts, body) = response.into_parts();
+        let pending = PendingLine {
+            shared,
+            facts,
+            status: parts.status,
+            headers: parts.headers.clone(),
+            user: parts
+                .extensions
+                .get::<AuthenticatedUser>()
+                .map(|u| u.0.clone())
+                .or_else(|| user.get().map(str::to_owned)),
+            bytes: 0,
+        };
+        Poll::Ready(Ok(Response::from_parts(
+            parts,
+            Body::new(LoggedBody {
+                inner: body,
+                pending: Some(pending),
+            }),
+        )))
     }
 }
 
@@ -257,46 +279,79 @@ impl PendingLine {
         let elapsed = self.facts.started.elapsed();
         let mut line = String::with_capacity(160);
         let mut wanted = self.facts.wanted_headers.iter();
-        let value = |v: Option<&HeaderValue>| -> String {
-            v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_else(|| "-".to_owned())
+        // Text from the client, the app or the environment: escaped, `-` when absent.
+        let text = |line: &mut String, value: Option<&[u8]>| match value {
+            Some(value) => escape::push_escaped(line, value),
+            None => line.push('-'),
         };
         for atom in &self.shared.atoms {
             let _ = match atom {
-                Atom::Literal(text) => write!(line, "{text}"),
+                Atom::Literal(literal) => {
+                    line.push_str(literal);
+                    Ok(())
+                }
                 Atom::RemoteAddr => match self.facts.peer {
                     Some(peer) => write!(line, "{}", peer.ip()),
                     None => write!(line, "-"),
                 },
                 Atom::Dash => write!(line, "-"),
-                Atom::User => write!(line, "{}", self.user.as_deref().unwrap_or("-")),
+                Atom::User => {
+                    text(&mut line, self.user.as_deref().map(str::as_bytes));
+                    Ok(())
+                }
                 Atom::Time => write!(line, "[{}]", self.facts.time.format("%d/%b/%Y:%H:%M:%S %z")),
-                Atom::RequestLine => write!(
-                    line,
-                    "{} {} {}",
-                    self.facts.method,
-                    self.target(),
-                    self.protocol()
-                ),
-                Atom::Method => write!(line, "{}", self.facts.method),
-                Atom::Path => write!(line, "{}", self.facts.uri.path()),
-                Atom::Query => write!(line, "{}", self.facts.uri.query().unwrap_or("")),
+                Atom::RequestLine => {
+                    let request_line = format!(
+                        "{} {} {}",
+                        self.facts.method,
+                        self.target(),
+                        self.protocol()
+                    );
+                    escape::push_escaped(&mut line, request_line.as_bytes());
+                    Ok(())
+                }
+                Atom::Method => {
+                    escape::push_escaped(&mut line, self.facts.method.as_str().as_bytes());
+                    Ok(())
+                }
+                Atom::Path => {
+                    escape::push_escaped(&mut line, self.facts.uri.path().as_bytes());
+                    Ok(())
+                }
+                Atom::Query => {
+                    let query = self.facts.uri.query().unwrap_or("");
+                    escape::push_escaped(&mut line, query.as_bytes());
+                    Ok(())
+                }
                 Atom::Protocol => write!(line, "{}", self.protocol()),
                 Atom::Status => write!(line, "{}", self.status.as_u16()),
                 Atom::BytesZero => write!(line, "{}", self.bytes),
                 Atom::BytesDash if self.bytes == 0 => write!(line, "-"),
                 Atom::BytesDash => write!(line, "{}", self.bytes),
-                Atom::Referer => write!(line, "{}", value(self.facts.referer.as_ref())),
-                Atom::UserAgent => write!(line, "{}", value(self.facts.user_agent.as_ref())),
+                Atom::Referer => {
+                    text(&mut line, header_bytes(self.facts.referer.as_ref()));
+                    Ok(())
+                }
+                Atom::UserAgent => {
+                    text(&mut line, header_bytes(self.facts.user_agent.as_ref()));
+                    Ok(())
+                }
                 Atom::Seconds => write!(line, "{}", elapsed.as_secs()),
                 Atom::Micros => write!(line, "{}", elapsed.as_micros()),
                 Atom::Millis => write!(line, "{}", elapsed.as_millis()),
                 Atom::DecimalSeconds => write!(line, "{:.6}", elapsed.as_secs_f64()),
                 Atom::Pid => write!(line, "<{}>", std::process::id()),
                 Atom::RequestHeader(_) => {
-                    write!(line, "{}", value(wanted.next().and_then(Option::as_ref)))
+                    text(
+                        &mut line,
+                        header_bytes(wanted.next().and_then(Option::as_ref)),
+                    );
+                    Ok(())
                 }
-                Atom::ResponseHeader(name) => write!(line, "{}", value(self.headers.get(name))),
+                Atom::ResponseHeader(name) => {
+                    text(&mut line, header_bytes(self.headers.get(name)));
+                    Ok(())
+                }
                 Atom::TraceId => match &self.facts.trace {
                     Some(trace) => write!(line, "{}", trace.trace_id),
                     None => write!(line, "-"),
@@ -305,16 +360,25 @@ impl PendingLine {
                     Some(trace) => write!(line, "{}", trace.span_id),
                     None => write!(line, "-"),
                 },
-                Atom::Env(name) => write!(
-                    line,
-                    "{}",
-                    std::env::var(name).unwrap_or_else(|_| "-".into())
-                ),
+                Atom::Env(name) => {
+                    let value = std::env::var_os(name);
+                    text(
+                        &mut line,
+                        value
+                            .as_ref()
+                            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str())),
+                    );
+                    Ok(())
+                }
             };
         }
         line.push('\n');
         line
     }
+}
+
+fn header_bytes(value: Option<&HeaderValue>) -> Option<&[u8]> {
+    value.map(HeaderValue::as_bytes)
 }
 
 /// The response body, counting bytes; writes the line when it ends or is dropped.
