@@ -38,7 +38,7 @@ struct Told {
 /// request header) in response headers, or sleeps for `/slow`.
 fn stack(name: &str, toml: &str) -> (GatewayService, Arc<Told>) {
     let loaded = load(name, toml);
-    let plan = pipeline::plan(&loaded.config, &loaded.base_dir()).expect("layers build");
+    let plan = pipeline::plan(&loaded.config.middleware, &loaded.base_dir()).expect("layers build");
     let app = service_fn(|request: Request<Body>| async move {
         if request.uri().path() == "/slow" {
             tokio::time::sleep(Duration::from_secs(5)).await;

@@ -137,7 +137,9 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StaticConfig {
-    /// URL prefix, e.g. `"/static"` (`"/"` for everything).
+    /// URL prefix, e.g. `"/static"` (`"/"` for everything). Required in
+    /// `[[middleware]]`; a route's `static` table takes the route's `path` instead.
+    #[serde(default)]
     pub mount: String,
     /// Folder to serve, relative to the config file.
     pub dir: PathBuf,
@@ -161,6 +163,22 @@ pub struct StaticConfig {
     /// zstd 19) and serve the variants from memory instead of compressing per request.
     #[serde(default = "yes")]
     pub compress: bool,
+}
+
+impl StaticConfig {
+    /// `dir` served under `mount`, every other option at its default.
+    pub fn new(mount: String, dir: PathBuf) -> Self {
+        Self {
+            mount,
+            dir,
+            cache_control: None,
+            precompressed: true,
+            fallthrough: true,
+            cache_size: static_cache_size(),
+            cache_max_file: static_cache_max_file(),
+            compress: true,
+        }
+    }
 }
 
 fn yes() -> bool {

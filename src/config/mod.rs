@@ -12,10 +12,12 @@ mod error;
 mod limits;
 mod middleware;
 mod proxies;
+mod route;
 mod server;
 mod telemetry;
 pub mod units;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -32,6 +34,10 @@ pub use middleware::{
     MiddlewareConfig, PythonConfig, StaticConfig,
 };
 pub use proxies::{Cidr, TrustedProxies};
+pub use route::{
+    split_port, HostPattern, HostPatterns, RedirectAction, RedirectOptions, RespondAction,
+    RouteConfig, StaticAction,
+};
 pub use server::{ServerConfig, TlsConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};
 
@@ -41,8 +47,14 @@ pub use telemetry::{LogFormat, TelemetryConfig};
 pub struct GatewayConfig {
     /// Listeners, processes, threads and timeouts.
     pub server: ServerConfig,
-    /// The WSGI application and its Python environment.
+    /// The default WSGI application (what no route takes) and the Python environment
+    /// every application shares.
     pub app: AppConfig,
+    /// More WSGI applications, by name, for routes (`app = "NAME"`); same keys as `[app]`.
+    pub apps: BTreeMap<String, AppConfig>,
+    /// `[[route]]`: ordered; the first whose conditions all hold takes the request.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
     /// Request size limits.
     pub limits: LimitsConfig,
     /// Logging.
@@ -214,6 +226,115 @@ fn invalid_value(figment: &Figment, key: &str, message: String) -> ConfigError {
     }
 }
 
+/// Route checks: exactly one action, known apps, valid methods and paths, no route
+/// hidden behind a catch-all.
+fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+    let has_python = |entries: &[MiddlewareConfig]| {
+        entries
+            .iter()
+            .any(|entry| matches!(entry, MiddlewareConfig::Python(_)))
+    };
+    if !config.routes.is_empty() && has_python(&config.middleware) {
+        return Err(invalid_value(
+            figment,
+            "middleware",
+            "a Python entry in the global [[middleware]] cannot wrap [[route]]s yet: put it in \
+             the [[route.middleware]] of the routes whose app it wraps"
+                .into(),
+        ));
+    }
+    let default_app = config.app.wsgi.is_some() || config.app.paste.is_some();
+    let mut catch_all: Option<usize> = None;
+    for (index, route) in config.routes.iter().enumerate() {
+        let invalid = |field: &str, message: String| {
+            let key = if field.is_empty() {
+                format!("route[{index}]")
+            } else {
+                format!("route[{index}].{field}")
+            };
+            Err(invalid_value(figment, &key, message))
+        };
+        if let Some(earlier) = catch_all {
+            return invalid(
+                "",
+                format!("can never match: route[{earlier}] before it takes every request"),
+            );
+        }
+        match route.actions().as_slice() {
+            [_] => {}
+            [] => {
+                return invalid(
+                    "",
+                    "no action: set one of app, static, redirect, respond".into(),
+                )
+            }
+            several => {
+                return invalid(
+                    "",
+                    format!("one action per route, found {}", several.join(" and ")),
+                )
+            }
+        }
+        if let Some(path) = &route.path {
+            if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
+                return invalid("path", format!("{path:?} must start with '/'"));
+            }
+        }
+        for method in route.methods.iter().flatten() {
+            let valid = !method.is_empty()
+                && method
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            if !valid {
+                return invalid("methods", format!("{method:?} is not an upper-case method"));
+            }
+        }
+        if let Some(name) = &route.app {
+            let known = if name == "default" {
+                default_app
+            } else {
+                config.apps.contains_key(name)
+            };
+            if !known {
+                let mut names: Vec<&str> = config.apps.keys().map(String::as_str).collect();
+                if default_app {
+                    names.push("default");
+                }
+                return invalid(
+                    "app",
+                    format!("no app named {name:?}; defined: {}", names.join(", ")),
+                );
+            }
+        } else if has_python(&route.middleware) {
+            return invalid(
+                "middleware",
+                "a Python entry needs an app action below it".into(),
+            );
+        }
+        if let Some(redirect) = &route.redirect {
+            let status = redirect.options().status;
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return invalid(
+                    "redirect.status",
+                    format!("must be 301, 302, 303, 307 or 308, got {status}"),
+                );
+            }
+        }
+        if let Some(respond) = &route.respond {
+            if !(200..=599).contains(&respond.status) {
+                return invalid(
+                    "respond.status",
+                    format!("must be 200..=599, got {}", respond.status),
+                );
+            }
+        }
+        if route.is_catch_all() {
+            catch_all = Some(index);
+        }
+    }
+    Ok(())
+}
+
 /// Check values that parse but make no sense, naming the key and its source. Nothing
 /// outside the configuration is looked at here: files, certificates and layers are
 /// checked by the start-up step above this module.
@@ -252,7 +373,7 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         );
     }
     match (&config.app.wsgi, &config.app.paste) {
-        (None, None) => {
+        (None, None) if config.routes.is_empty() => {
             return invalid(
                 "app.wsgi",
                 "no application: set app.wsgi = \"module:callable\" (or app.paste) or pass --app"
@@ -264,6 +385,35 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         }
         _ => {}
     }
+    for (name, app) in &config.apps {
+        let key = |field: &str| format!("apps.{name}.{field}");
+        match (&app.wsgi, &app.paste) {
+            (None, None) => {
+                return invalid(
+                    &key("wsgi"),
+                    "set wsgi = \"module:callable\" or paste".into(),
+                )
+            }
+            (Some(_), Some(_)) => {
+                return invalid(&key("paste"), "set wsgi or paste, not both".into())
+            }
+            _ => {}
+        }
+        if app.virtualenv.is_some() && app.virtualenv != config.app.virtualenv {
+            return invalid(
+                &key("virtualenv"),
+                "every app runs in the one interpreter of the worker: set the virtualenv in [app]"
+                    .into(),
+            );
+        }
+        if !app.script_name.is_empty() {
+            return invalid(
+                &key("script_name"),
+                "a routed app's SCRIPT_NAME is the path of the route that takes the request".into(),
+            );
+        }
+    }
+    validate_routes(config, figment)?;
     for (index, entry) in config.middleware.iter().enumerate() {
         if let MiddlewareConfig::Python(python) = entry {
             if python.factory.is_some() == python.filter_factory.is_some() {

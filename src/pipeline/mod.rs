@@ -14,10 +14,12 @@
 //! Native layers that come after a Python entry run inside a `NativeBridge` on the same
 //! Python thread (see `wsgi::bridge`).
 
+mod actions;
 mod app_timeout;
 mod forwarded;
 mod limits;
 mod native;
+mod router;
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -32,8 +34,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use app_timeout::{AppTimeoutLayer, OnTimeout};
 pub use limits::{RequestLimits, RequestLimitsLayer};
+pub use router::{Route, RouteConditions, Router};
 
-use crate::config::{GatewayConfig, MiddlewareConfig, PythonConfig};
+use crate::config::{
+    GatewayConfig, MiddlewareConfig, PythonConfig, RouteConfig, StaticAction, StaticConfig,
+};
 use crate::metrics::MeterLayer;
 use crate::telemetry::request_span::RequestSpanLayer;
 use crate::types::{error_response, GatewayService, NativeLayer};
@@ -61,9 +66,9 @@ pub struct PipelineError {
 }
 
 /// Build every native layer and sort the entries into a [`Plan`].
-pub fn plan(config: &GatewayConfig, base: &Path) -> Result<Plan, PipelineError> {
+pub fn plan(entries: &[MiddlewareConfig], base: &Path) -> Result<Plan, PipelineError> {
     let mut plan = Plan::default();
-    for (index, entry) in config.middleware.iter().enumerate() {
+    for (index, entry) in entries.iter().enumerate() {
         let fail = |message: String| PipelineError {
             index,
             kind: entry.kind(),
@@ -84,6 +89,77 @@ pub fn plan(config: &GatewayConfig, base: &Path) -> Result<Plan, PipelineError> 
         }
     }
     Ok(plan)
+}
+
+/// A route's action, built from its configuration.
+pub enum Action {
+    /// The WSGI app of this name (`"default"`: `[app]`); the worker serves it.
+    App(String),
+    /// A native action (static, redirect, respond), ready to serve.
+    Native(GatewayService),
+}
+
+/// Build the action of `route` (its `path`, when set, is where it is mounted).
+pub fn action(route: &RouteConfig, base: &Path) -> Result<Action, String> {
+    let prefix = route.path.as_deref().unwrap_or("/");
+    if let Some(name) = &route.app {
+        return Ok(Action::App(name.clone()));
+    }
+    if let Some(statics) = &route.static_files {
+        let config = match statics {
+            StaticAction::Dir(dir) => StaticConfig::new(prefix.to_owned(), dir.clone()),
+            StaticAction::Options(options) => {
+                if !options.mount.is_empty() {
+                    return Err("static.mount: a route's files are mounted at its path".into());
+                }
+                StaticConfig {
+                    mount: prefix.to_owned(),
+                    ..options.clone()
+                }
+            }
+        };
+        return native::static_terminal(&config, base).map(Action::Native);
+    }
+    let canonical = gateway_middleware::request_path::canonical_prefix(prefix)
+        .map_err(|e| format!("path: {e}"))?;
+    if let Some(redirect) = &route.redirect {
+        let redirect = actions::Redirect::new(&redirect.options(), &canonical)
+            .map_err(|e| format!("redirect: {e}"))?;
+        return Ok(Action::Native(redirect.boxed_clone()));
+    }
+    if let Some(respond) = &route.respond {
+        let respond = actions::Respond::new(respond).map_err(|e| format!("respond: {e}"))?;
+        return Ok(Action::Native(respond.boxed_clone()));
+    }
+    Err("no action".into())
+}
+
+/// The conditions of `route`, parsed (its path canonical).
+pub fn conditions(route: &RouteConfig) -> Result<RouteConditions, String> {
+    let prefix = match &route.path {
+        Some(path) => Some(
+            gateway_middleware::request_path::canonical_prefix(path)
+                .map_err(|e| format!("path {path:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    let methods = match &route.methods {
+        Some(methods) => Some(
+            methods
+                .iter()
+                .map(|m| {
+                    http::Method::from_bytes(m.as_bytes())
+                        .map_err(|_| format!("methods: {m:?} is not a method"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    Ok(RouteConditions {
+        hosts: route.host.as_ref().map(|hosts| hosts.0.clone()),
+        prefix,
+        methods,
+    })
 }
 
 fn native_layer(entry: &MiddlewareConfig, base: &Path) -> Result<NativeLayer, String> {

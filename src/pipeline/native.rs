@@ -118,6 +118,18 @@ pub fn auth(config: &AuthConfig, base: &Path) -> Result<NativeLayer, String> {
 
 /// Build the static files layer (checks the folder).
 pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, String> {
+    if config.mount.is_empty() {
+        return Err("mount is required (\"/static\", or \"/\" for everything)".into());
+    }
+    Ok(boxed(static_layer(config, base)?))
+}
+
+/// The static files of a route: a miss is 404, other methods 405.
+pub fn static_terminal(config: &StaticConfig, base: &Path) -> Result<GatewayService, String> {
+    Ok(static_layer(config, base)?.terminal().boxed_clone())
+}
+
+fn static_layer(config: &StaticConfig, base: &Path) -> Result<StaticFilesLayer, String> {
     let mut layer = StaticFilesLayer::new(&config.mount, &base.join(&config.dir))
         .map_err(|e| e.to_string())?
         .fallthrough(config.fallthrough)
@@ -130,7 +142,7 @@ pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, S
             .cache_control(cache_control)
             .map_err(|e| e.to_string())?;
     }
-    Ok(boxed(layer))
+    Ok(layer)
 }
 
 fn header_ops(rules: &HeaderRules, direction: &str) -> Result<Vec<HeaderOp>, String> {

@@ -22,6 +22,11 @@ pub type GatewayService = BoxCloneService<Request<Body>, Response<Body>, Infalli
 /// A layer built from configuration, ready to wrap the service below it.
 pub type NativeLayer = Arc<dyn Fn(GatewayService) -> GatewayService + Send + Sync>;
 
+/// The decoded path prefix a route mounted its action at (`/tools` for
+/// `path = "/tools"`), in the request's extensions: an app's `SCRIPT_NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountPrefix(pub bytes::Bytes);
+
 /// What a TLS connection tells the application, put in each request's extensions.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSession {

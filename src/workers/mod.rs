@@ -6,6 +6,7 @@
 //! to stop or asks to be recycled ([`recycle`]).
 
 pub mod admin;
+mod apps;
 mod error;
 mod handoff;
 pub mod recycle;

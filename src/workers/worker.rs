@@ -36,13 +36,14 @@ pub async fn run(
         }
     }
     tracing::info!("pipeline: {}", pipeline::describe(config));
-    let Prepared { tls, plan, app } = prepared;
     let runtime = tokio::runtime::Handle::current();
-    let stages = plan.python.clone();
-    // Importing the app may take a while and holds the GIL: keep it off the runtime.
-    let app = tokio::task::spawn_blocking(move || wsgi::load(&app, &stages, runtime))
-        .await
-        .expect("application loading panicked")?;
+    // Importing the apps may take a while and holds the GIL: keep it off the runtime.
+    let (app, prepared) =
+        tokio::task::spawn_blocking(move || (super::apps::load(&prepared, runtime), prepared))
+            .await
+            .expect("application loading panicked");
+    let app = app?;
+    let Prepared { tls, plan, .. } = prepared;
     let recycle = Arc::new(Recycle::new(
         config.server.max_requests,
         config.server.max_requests_jitter,

@@ -21,6 +21,9 @@ pub struct RequestHead {
     pub uri: Uri,
     /// The target as the client sent it, when it was not canonical (`RAW_URI`).
     pub original_target: Option<http::uri::PathAndQuery>,
+    /// The decoded prefix a route mounted the app at: `SCRIPT_NAME` for this request,
+    /// instead of the app's configured one.
+    pub mount: Option<bytes::Bytes>,
     /// HTTP/1.0, HTTP/1.1 or HTTP/2.
     pub version: Version,
     /// Request headers.
@@ -62,6 +65,7 @@ macro_rules! interned_keys {
 
 interned_keys! {
     request_method = "REQUEST_METHOD",
+    script_name = "SCRIPT_NAME",
     path_info = "PATH_INFO",
     query_string = "QUERY_STRING",
     raw_uri = "RAW_URI",
@@ -197,9 +201,14 @@ impl EnvironBuilder {
         // Borrows the raw path unless it has %-escapes.
         let decoded: std::borrow::Cow<'_, [u8]> =
             percent_encoding::percent_decode(raw_path.as_bytes()).into();
-        let path_info = decoded
-            .strip_prefix(self.script_name.as_bytes())
-            .unwrap_or(&decoded);
+        let script_name = match &head.mount {
+            Some(mount) => {
+                environ.set_item(keys.script_name.bind(py), latin1(py, mount))?;
+                &mount[..]
+            }
+            None => self.script_name.as_bytes(),
+        };
+        let path_info = decoded.strip_prefix(script_name).unwrap_or(&decoded);
         environ.set_item(keys.path_info.bind(py), latin1(py, path_info))?;
         let query = match head.uri.query() {
             Some(query) => PyString::new(py, query),

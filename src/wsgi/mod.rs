@@ -65,8 +65,6 @@ pub enum AppSource {
 pub struct AppSettings {
     /// The application.
     pub source: AppSource,
-    /// Interpreter, virtualenv and `sys.path`.
-    pub python: interpreter::PythonSetup,
     /// Static environ facts.
     pub environ: EnvironSettings,
     /// Python threads.
@@ -79,26 +77,42 @@ pub struct AppSettings {
     pub max_body_size: u64,
 }
 
-/// Start Python, import the application, wrap it in the Python side of the pipeline
-/// (`stages`, outermost first) and start the pool. On an import error the returned
-/// error carries the Python traceback.
-pub fn load(
+/// Start the interpreter of this process (once, before any application is imported):
+/// the virtualenv, and `sys.path` for every application.
+pub fn start(python: &interpreter::PythonSetup) -> Result<(), WsgiError> {
+    interpreter::start(python)
+}
+
+/// An imported application: the callable and its name for spans and messages.
+pub struct ImportedApp {
+    callable: Py<PyAny>,
+    name: String,
+}
+
+/// Import an application (`module:callable`, or a PasteDeploy stack). On an import
+/// error the returned error carries the Python traceback.
+pub fn import(source: &AppSource) -> Result<ImportedApp, WsgiError> {
+    Python::attach(|py| {
+        let (callable, name) = match source {
+            AppSource::Wsgi(spec) => (interpreter::load_app(py, spec)?, spec.to_string()),
+            AppSource::Paste(paste) => (interpreter::load_paste(py, paste)?, paste.to_string()),
+        };
+        Ok(ImportedApp { callable, name })
+    })
+}
+
+/// Wrap `app` in the Python side of its pipeline (`stages`, outermost first) and start
+/// a pool of Python threads to serve it.
+pub fn serve(
+    app: &ImportedApp,
     settings: &AppSettings,
     stages: &[Stage],
     runtime: tokio::runtime::Handle,
 ) -> Result<WsgiService, WsgiError> {
-    interpreter::start(&settings.python)?;
     let context = Python::attach(|py| -> Result<AppContext, WsgiError> {
-        let app = match &settings.source {
-            AppSource::Wsgi(spec) => interpreter::load_app(py, spec)?,
-            AppSource::Paste(paste) => interpreter::load_paste(py, paste)?,
-        };
-        let app_name = match &settings.source {
-            AppSource::Wsgi(spec) => spec.to_string(),
-            AppSource::Paste(paste) => paste.to_string(),
-        };
         let traced = crate::telemetry::tracing_enabled();
-        let composed = compose::compose(py, app, &app_name, stages, &runtime, traced)?;
+        let callable = app.callable.clone_ref(py);
+        let composed = compose::compose(py, callable, &app.name, stages, &runtime, traced)?;
         let objects = (|| -> PyResult<_> {
             let errors = Bound::new(py, ErrorStream::default())?.into_any();
             let file_wrapper = py.get_type::<FileWrapper>().into_any();

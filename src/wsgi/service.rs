@@ -18,7 +18,7 @@ use super::environ::RequestHead;
 use super::input::InputSource;
 use super::pool::{Job, PythonPool};
 use crate::types::error_response;
-use crate::types::ConnectionInfo;
+use crate::types::{ConnectionInfo, MountPrefix};
 
 /// Bodies up to this size with a declared length are read before the application is
 /// called, so a slow upload never holds a Python thread.
@@ -71,7 +71,11 @@ impl Service<Request<Body>> for WsgiService {
 
 impl Inner {
     async fn handle(&self, request: Request<Body>) -> Response<Body> {
-        if !under_prefix(request.uri().path(), &self.script_name) {
+        let mount = request
+            .extensions()
+            .get::<MountPrefix>()
+            .map(|mount| mount.0.clone());
+        if mount.is_none() && !under_prefix(request.uri().path(), &self.script_name) {
             return error_response(StatusCode::NOT_FOUND);
         }
         let (parts, body) = request.into_parts();
@@ -92,6 +96,7 @@ impl Inner {
             method: parts.method,
             uri: parts.uri,
             original_target,
+            mount,
             version: parts.version,
             headers: parts.headers,
             peer: info.and_then(|i| i.peer),

@@ -1,0 +1,115 @@
+//! What a worker's request stack ends in: the one application, or the router over the
+//! `[[route]]`s with their middleware and actions. Python applications are imported
+//! here, each once, in the worker's one interpreter.
+
+use std::collections::HashMap;
+
+use tokio::runtime::Handle;
+use tower::ServiceExt;
+
+use crate::pipeline::{Action, Route, Router};
+use crate::startup::{Prepared, DEFAULT_APP};
+use crate::types::{error_response, GatewayService};
+use crate::wsgi::{self, ImportedApp, WsgiError, WsgiService};
+
+/// Start the interpreter, import the applications and build the service the request
+/// stack ends in. Runs on a blocking thread: importing holds the GIL.
+pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, WsgiError> {
+    wsgi::start(&prepared.python)?;
+    // Each application that serves requests, imported once: the default one and those
+    // routes name.
+    let mut imported: HashMap<&str, ImportedApp> = HashMap::new();
+    let used = prepared
+        .routes
+        .iter()
+        .filter_map(|route| match &route.action {
+            Action::App(name) => Some(name.as_str()),
+            Action::Native(_) => None,
+        })
+        .chain(
+            prepared
+                .apps
+                .contains_key(DEFAULT_APP)
+                .then_some(DEFAULT_APP),
+        );
+    for name in used {
+        if !imported.contains_key(name) {
+            imported.insert(name, wsgi::import(&prepared.apps[name].source)?);
+        }
+    }
+    if prepared.routes.is_empty() {
+        // One application, wrapped in the Python entries of [[middleware]].
+        let service = wsgi::serve(
+            &imported[DEFAULT_APP],
+            &prepared.apps[DEFAULT_APP],
+            &prepared.plan.python,
+            runtime,
+        )?;
+        return Ok(service.boxed_clone());
+    }
+    // Apps served as they are share one pool per app; an app with Python middleware of
+    // its route's gets a pool for that composition.
+    let mut plain: HashMap<String, WsgiService> = HashMap::new();
+    let mut routes = Vec::with_capacity(prepared.routes.len());
+    for route in &prepared.routes {
+        let (action, mounts) = match &route.action {
+            Action::Native(service) => (service.clone(), false),
+            Action::App(name) => {
+                let settings = &prepared.apps[name.as_str()];
+                let service = if route.plan.python.is_empty() {
+                    match plain.get(name) {
+                        Some(service) => service.clone(),
+                        None => {
+                            let service = wsgi::serve(
+                                &imported[name.as_str()],
+                                settings,
+                                &[],
+                                runtime.clone(),
+                            )?;
+                            plain.insert(name.clone(), service.clone());
+                            service
+                        }
+                    }
+                } else {
+                    wsgi::serve(
+                        &imported[name.as_str()],
+                        settings,
+                        &route.plan.python,
+                        runtime.clone(),
+                    )?
+                };
+                (service.boxed_clone(), true)
+            }
+        };
+        // [[route.middleware]] before its first Python entry, first entry outermost.
+        let service = route
+            .plan
+            .outer
+            .iter()
+            .rev()
+            .fold(action, |service, (_, layer)| layer(service));
+        routes.push(Route {
+            conditions: route.conditions.clone(),
+            service,
+            mounts,
+        });
+    }
+    let fallback = if prepared.apps.contains_key(DEFAULT_APP) {
+        match plain.get(DEFAULT_APP) {
+            Some(service) => service.clone().boxed_clone(),
+            None => wsgi::serve(
+                &imported[DEFAULT_APP],
+                &prepared.apps[DEFAULT_APP],
+                &[],
+                runtime,
+            )?
+            .boxed_clone(),
+        }
+    } else {
+        tower::service_fn(|_| async {
+            Ok::<_, std::convert::Infallible>(error_response(http::StatusCode::NOT_FOUND))
+        })
+        .boxed_clone()
+    };
+    Ok(Router::new(routes, fallback).boxed_clone())
+}
