@@ -44,34 +44,106 @@ use workers::{Stopped, WorkerHandoff, EXIT_RECYCLE};
 /// Exit status of a configuration error (as `check` documents).
 const EXIT_CONFIG: u8 = 2;
 
-/// Run the command line: `check` or `serve` (as the supervisor, or as a worker when the
-/// supervisor's handoff is in the environment).
+/// Parse `argv` (with `serve` implied when no command is named) and run it. A gunicorn
+/// flag this command line does not take is answered with what to use instead.
+pub fn main_with_args(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    use clap::Parser;
+    match Cli::try_parse_from(cli::with_default_command(argv)) {
+        Ok(cli) => run(cli),
+        Err(error) => {
+            let hint = match error.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(flag)) => cli::gunicorn_hint(flag),
+                _ => None,
+            };
+            let _ = error.print();
+            if let Some(hint) = hint {
+                eprintln!("\nwsgi-gateway: coming from gunicorn? {hint}");
+            }
+            ExitCode::from(error.exit_code().clamp(0, 255) as u8)
+        }
+    }
+}
+
+/// Run the command line: `check`, `config` or `serve` (as the supervisor, or as a
+/// worker when the supervisor's handoff is in the environment).
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check(args) => {
-            let file = config_file(args.config);
-            match load_and_prepare(file.as_deref(), &CliOverrides::default()) {
-                Ok((loaded, _)) => {
-                    let from = loaded.file.map(|f| f.display().to_string());
-                    println!(
-                        "configuration OK ({})",
-                        from.as_deref().unwrap_or("defaults")
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(error) => config_failure(&error),
-            }
-        }
+        Command::Check(args) => check(&args),
+        Command::Config(args) => print_config(&args),
         Command::Serve(args) => {
-            let file = config_file(args.config.clone());
-            let (loaded, prepared) = match load_and_prepare(file.as_deref(), &args.overrides()) {
+            let environment = match args.config.environment() {
+                Ok(pairs) => pairs,
+                Err(message) => return config_failure(&ConfigError::Parse(message)),
+            };
+            for (key, value) in environment {
+                // SAFETY of intent: no other thread exists yet; the app sees it.
+                std::env::set_var(key, value);
+            }
+            let file = config_file(args.config.config.clone());
+            let overrides = args.config.overrides(args.app.as_deref());
+            let (loaded, prepared) = match load_and_prepare(file.as_deref(), &overrides) {
                 Ok(ready) => ready,
                 Err(error) => return config_failure(&error),
             };
             // Read (and remove) the supervisor's handoff before any other thread exists.
             let handoff = WorkerHandoff::from_env();
+            if handoff.is_none() {
+                warn_unused_variables();
+            }
             serve(loaded, prepared, handoff)
         }
+    }
+}
+
+/// `check`: every start-up check `serve` runs, then import every application (and
+/// build its Python middleware) as a worker would, and exit.
+fn check(args: &cli::ConfigArgs) -> ExitCode {
+    warn_unused_variables();
+    let file = config_file(args.config.clone());
+    let (loaded, prepared) = match load_and_prepare(file.as_deref(), &args.overrides(None)) {
+        Ok(ready) => ready,
+        Err(error) => return config_failure(&error),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wsgi-gateway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(error) = workers::load_apps(&prepared, runtime.handle().clone()) {
+        eprintln!("wsgi-gateway: the application does not load:\n{error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let from = loaded.file.map(|f| f.display().to_string());
+    println!(
+        "configuration OK ({}); {} loaded",
+        from.as_deref().unwrap_or("defaults"),
+        prepared.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    // Python threads may be parked; exit without finalising the interpreter.
+    std::process::exit(0)
+}
+
+/// `config`: the merged configuration, one key per line, with where it came from.
+fn print_config(args: &cli::ConfigArgs) -> ExitCode {
+    warn_unused_variables();
+    let file = config_file(args.config.clone());
+    match config::load(file.as_deref(), &args.overrides(None)) {
+        Ok(loaded) => {
+            print!("{}", loaded.describe());
+            ExitCode::SUCCESS
+        }
+        Err(error) => config_failure(&error),
+    }
+}
+
+fn warn_unused_variables() {
+    for warning in config::unused_variables() {
+        eprintln!("wsgi-gateway: warning: {warning}");
     }
 }
 

@@ -1,6 +1,4 @@
-//! The `wsgi-gateway` binary: parse the flags, run the library.
-
-use clap::Parser;
+//! The `wsgi-gateway` binary: hand the command line to the library.
 
 /// mimalloc: the I/O thread allocates per request (hyper buffers, boxed futures), and
 /// glibc's malloc showed up at about 5% of its time in profiles.
@@ -8,5 +6,5 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    wsgi_gateway::run(wsgi_gateway::cli::Cli::parse())
+    wsgi_gateway::main_with_args(std::env::args_os().collect())
 }

@@ -29,6 +29,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// The interpreter every application shares: virtualenv and `sys.path`.
     pub python: PythonSetup,
+    /// The folder to change to before importing (`app.chdir`).
+    pub chdir: Option<std::path::PathBuf>,
     /// The applications by name (`[app]` as [`DEFAULT_APP`], if it names one).
     pub apps: BTreeMap<String, AppSettings>,
     /// `[[route]]`, in order.
@@ -94,6 +96,7 @@ pub fn prepare(loaded: &LoadedConfig) -> Result<Prepared, ConfigError> {
         tls,
         plan,
         python: python_setup(loaded),
+        chdir: config.app.chdir.as_ref().map(|dir| dir.relative()),
         apps,
         routes,
     })
@@ -119,7 +122,12 @@ fn python_setup(loaded: &LoadedConfig) -> PythonSetup {
         .collect();
     python_path.dedup();
     if python_path.is_empty() {
-        python_path.push(std::env::current_dir().unwrap_or_default());
+        // As gunicorn: the folder the app runs in is importable.
+        let folder = match &config.app.chdir {
+            Some(dir) => dir.relative(),
+            None => std::env::current_dir().unwrap_or_default(),
+        };
+        python_path.push(folder);
     }
     let virtualenv = config
         .app

@@ -23,6 +23,10 @@ pub struct AppConfig {
     /// config file's folder. Default: `$VIRTUAL_ENV`, else the interpreter the gateway was
     /// built against.
     pub virtualenv: Option<RelativePathBuf>,
+    /// The folder the worker changes to before importing the app, for apps that open
+    /// relative paths (gunicorn's `--chdir`). Unset: the gateway's own working folder.
+    /// With no `python_path`, this folder is the one put on `sys.path`.
+    pub chdir: Option<RelativePathBuf>,
     /// The mount prefix the application is served under (`SCRIPT_NAME`), e.g. `"/api"`.
     /// Requests outside it get 404.
     pub script_name: String,

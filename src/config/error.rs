@@ -21,8 +21,25 @@ pub enum ConfigError {
     /// A value parsed but is not acceptable.
     #[error("{key}: {message} (from {origin})")]
     Invalid {
+        /// The key, as the README writes it (`server.bind`, `route[2].app`).
         key: String,
+        /// What is wrong.
         message: String,
+        /// The file, variable or flag the value came from.
         origin: String,
     },
+    /// Several problems, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Ok when `problems` is empty, the one problem, or all of them.
+    pub fn all(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
 }

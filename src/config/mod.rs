@@ -14,13 +14,15 @@ mod middleware;
 mod proxies;
 mod route;
 mod server;
+mod sources;
 mod telemetry;
 pub mod units;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +41,10 @@ pub use route::{
     RouteConfig, StaticAction,
 };
 pub use server::{ServerConfig, TlsConfig};
+pub use sources::{unused_variables, Flag, Flags};
 pub use telemetry::{LogFormat, TelemetryConfig};
+
+use sources::Variables;
 
 /// The whole configuration of one gateway.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -64,30 +69,57 @@ pub struct GatewayConfig {
 }
 
 /// Values given on the command line; they override every other source.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct CliOverrides {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<CliServer>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub app: Option<CliApp>,
+    /// Flags that set a key (`--bind` sets `server.bind`).
+    pub flags: Flags,
+    /// `--access-logfile` / `--access-logformat`: an access log, outermost, or the
+    /// output and format of the first `access_log` entry.
+    pub access_log: Option<AccessLogFlags>,
 }
 
-/// `[server]` keys settable by flags.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CliServer {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bind: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workers: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
+/// gunicorn's access log flags.
+#[derive(Clone, Debug, Default)]
+pub struct AccessLogFlags {
+    /// `--access-logfile`: `-` for stdout, or a file.
+    pub output: Option<String>,
+    /// `--access-logformat`: gunicorn atoms.
+    pub format: Option<String>,
 }
 
-/// `[app]` keys settable by flags.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CliApp {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wsgi: Option<String>,
+impl CliOverrides {
+    /// Apply what figment cannot merge: the access log flags, to `[[middleware]]`.
+    fn apply_access_log(&self, config: &mut GatewayConfig) {
+        let Some(flags) = &self.access_log else {
+            return;
+        };
+        let existing = config.middleware.iter_mut().find_map(|entry| match entry {
+            MiddlewareConfig::AccessLog(log) => Some(log),
+            _ => None,
+        });
+        let log = match existing {
+            Some(log) => log,
+            None => {
+                config
+                    .middleware
+                    .insert(0, MiddlewareConfig::AccessLog(AccessLogConfig::default()));
+                match &mut config.middleware[0] {
+                    MiddlewareConfig::AccessLog(log) => log,
+                    _ => unreachable!("just inserted"),
+                }
+            }
+        };
+        if let Some(output) = &flags.output {
+            log.output = if output == "-" {
+                "stdout".into()
+            } else {
+                output.clone()
+            };
+        }
+        if let Some(format) = &flags.format {
+            log.format = format.clone();
+        }
+    }
 }
 
 /// A loaded, validated configuration and where it came from.
@@ -102,6 +134,69 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// Every key with its value and where the value came from, one per line
+    /// (`server.threads = 8  # command-line flag --threads`), for `wsgi-gateway config`.
+    pub fn describe(&self) -> String {
+        let mut lines = Vec::new();
+        if let Ok(value) = figment::value::Value::serialize(&self.config) {
+            self.describe_value(&mut Vec::new(), &value, &mut lines);
+        }
+        let mut out = String::new();
+        for (key, value, from) in lines {
+            out.push_str(&format!("{key} = {value}  # {from}\n"));
+        }
+        out
+    }
+
+    fn describe_value(
+        &self,
+        path: &mut Vec<String>,
+        value: &figment::value::Value,
+        lines: &mut Vec<(String, String, String)>,
+    ) {
+        use figment::value::Value;
+        match value {
+            Value::Empty(..) => {}
+            // A path relative to the config file: shown resolved.
+            Value::Dict(_, dict) if dict.contains_key("___figment_relative_path") => {
+                let relative = dict.get("___figment_relative_path").and_then(Value::as_str);
+                let base = dict
+                    .get("___figment_relative_metadata_path")
+                    .and_then(Value::as_str)
+                    .and_then(|file| Path::new(file).parent());
+                if let (Some(relative), Some(base)) = (relative, base) {
+                    let resolved = base.join(relative).display().to_string();
+                    self.describe_value(path, &Value::from(resolved), lines);
+                }
+            }
+            Value::Dict(_, dict) if !dict.is_empty() => {
+                for (key, value) in dict {
+                    path.push(key.clone());
+                    self.describe_value(path, value, lines);
+                    path.pop();
+                }
+            }
+            Value::Array(_, items) if items.iter().any(|v| matches!(v, Value::Dict(..))) => {
+                for (index, item) in items.iter().enumerate() {
+                    path.push(index.to_string());
+                    self.describe_value(path, item, lines);
+                    path.pop();
+                }
+            }
+            leaf => {
+                let rendered = serde_json::to_string(leaf).unwrap_or_else(|_| "?".into());
+                // figment records where a list came from, not each element.
+                let list_end = path
+                    .iter()
+                    .position(|p| p.parse::<usize>().is_ok())
+                    .unwrap_or(path.len());
+                let lookup = path[..list_end].join(".");
+                let from = origin(self.figment.find_metadata(&lookup), &path[..list_end]);
+                lines.push((key_name(path), rendered, from));
+            }
+        }
+    }
+
     /// A problem with `key` found after loading (a file it names cannot be read, a layer
     /// cannot be built), reported like every other configuration error: the key, the
     /// problem and where the value came from. `key` is written as the README does:
@@ -139,16 +234,13 @@ pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<LoadedConfi
     };
     let figment = figment
         // Only GATEWAY_<SECTION>__<KEY> variables are configuration; GATEWAY_CONFIG
-        // names the file, and other GATEWAY_* variables belong to someone else.
-        .merge(
-            Env::prefixed("GATEWAY_")
-                .split("__")
-                .filter(|key| key.as_str().contains('.')),
-        )
-        .merge(Serialized::globals(overrides));
-    let config: GatewayConfig = figment
+        // names the file.
+        .merge(Variables)
+        .merge(overrides.flags.clone());
+    let mut config: GatewayConfig = figment
         .extract()
         .map_err(|e| ConfigError::Parse(describe(&e)))?;
+    overrides.apply_access_log(&mut config);
     validate(&config, &figment)?;
     Ok(LoadedConfig {
         config,
@@ -179,7 +271,7 @@ fn describe(errors: &figment::Error) -> String {
             };
             format!(
                 "{key}: {problem} (from {})",
-                origin(error.metadata.as_ref())
+                origin(error.metadata.as_ref(), &error.path)
             )
         })
         .collect::<Vec<_>>()
@@ -203,13 +295,18 @@ fn key_name(path: &[String]) -> String {
     key
 }
 
-/// Where a value came from: the full path of a file, or the provider's name.
-fn origin(metadata: Option<&figment::Metadata>) -> String {
+/// Where the value of `path` came from: the full path of a file, the variable
+/// (`GATEWAY_SERVER__BIND`) or the flag (`--bind`), or "defaults".
+fn origin<S: AsRef<str>>(metadata: Option<&figment::Metadata>, path: &[S]) -> String {
     match metadata {
         Some(metadata) => match &metadata.source {
-            Some(figment::Source::File(path)) => path.display().to_string(),
-            Some(source) => source.to_string(),
-            None => metadata.name.to_string(),
+            Some(figment::Source::File(file)) => file.display().to_string(),
+            _ if metadata.name.ends_with("GatewayConfig") => "defaults".to_owned(),
+            _ => format!(
+                "{} {}",
+                metadata.name,
+                metadata.interpolate(&figment::Profile::Global, path)
+            ),
         },
         None => "defaults".to_owned(),
     }
@@ -219,23 +316,28 @@ fn origin(metadata: Option<&figment::Metadata>) -> String {
 /// written `middleware[2]`; figment records where a list came from, not each element.
 fn invalid_value(figment: &Figment, key: &str, message: String) -> ConfigError {
     let lookup = key.split_once('[').map_or(key, |(list, _)| list);
+    let path: Vec<&str> = lookup.split('.').collect();
     ConfigError::Invalid {
         key: key.to_owned(),
         message,
-        origin: origin(figment.find_metadata(lookup)),
+        origin: origin(figment.find_metadata(lookup), &path),
     }
 }
 
 /// Route checks: exactly one action, known apps, valid methods and paths, no route
 /// hidden behind a catch-all.
-fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+fn validate_routes(
+    config: &GatewayConfig,
+    figment: &Figment,
+    problems: &RefCell<Vec<ConfigError>>,
+) {
     let has_python = |entries: &[MiddlewareConfig]| {
         entries
             .iter()
             .any(|entry| matches!(entry, MiddlewareConfig::Python(_)))
     };
     if !config.routes.is_empty() && has_python(&config.middleware) {
-        return Err(invalid_value(
+        problems.borrow_mut().push(invalid_value(
             figment,
             "middleware",
             "a Python entry in the global [[middleware]] cannot wrap [[route]]s yet: put it in \
@@ -252,32 +354,30 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
             } else {
                 format!("route[{index}].{field}")
             };
-            Err(invalid_value(figment, &key, message))
+            problems
+                .borrow_mut()
+                .push(invalid_value(figment, &key, message));
         };
         if let Some(earlier) = catch_all {
-            return invalid(
+            invalid(
                 "",
                 format!("can never match: route[{earlier}] before it takes every request"),
             );
         }
         match route.actions().as_slice() {
             [_] => {}
-            [] => {
-                return invalid(
-                    "",
-                    "no action: set one of app, static, redirect, respond".into(),
-                )
-            }
-            several => {
-                return invalid(
-                    "",
-                    format!("one action per route, found {}", several.join(" and ")),
-                )
-            }
+            [] => invalid(
+                "",
+                "no action: set one of app, static, redirect, respond".into(),
+            ),
+            several => invalid(
+                "",
+                format!("one action per route, found {}", several.join(" and ")),
+            ),
         }
         if let Some(path) = &route.path {
             if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
-                return invalid("path", format!("{path:?} must start with '/'"));
+                invalid("path", format!("{path:?} must start with '/'"));
             }
         }
         for method in route.methods.iter().flatten() {
@@ -286,7 +386,7 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
                     .bytes()
                     .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
             if !valid {
-                return invalid("methods", format!("{method:?} is not an upper-case method"));
+                invalid("methods", format!("{method:?} is not an upper-case method"));
             }
         }
         if let Some(name) = &route.app {
@@ -300,13 +400,13 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
                 if default_app {
                     names.push("default");
                 }
-                return invalid(
+                invalid(
                     "app",
                     format!("no app named {name:?}; defined: {}", names.join(", ")),
                 );
             }
         } else if has_python(&route.middleware) {
-            return invalid(
+            invalid(
                 "middleware",
                 "a Python entry needs an app action below it".into(),
             );
@@ -314,7 +414,7 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
         if let Some(redirect) = &route.redirect {
             let status = redirect.options().status;
             if ![301, 302, 303, 307, 308].contains(&status) {
-                return invalid(
+                invalid(
                     "redirect.status",
                     format!("must be 301, 302, 303, 307 or 308, got {status}"),
                 );
@@ -322,36 +422,44 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
         }
         if let Some(respond) = &route.respond {
             if !(200..=599).contains(&respond.status) {
-                return invalid(
+                invalid(
                     "respond.status",
                     format!("must be 200..=599, got {}", respond.status),
                 );
             }
         }
         if route.is_catch_all() {
-            catch_all = Some(index);
+            catch_all = catch_all.or(Some(index));
         }
     }
-    Ok(())
 }
 
 /// Check values that parse but make no sense, naming the key and its source. Nothing
 /// outside the configuration is looked at here: files, certificates and layers are
 /// checked by the start-up step above this module.
 fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| Err(invalid_value(figment, key, message));
+    let problems = RefCell::new(Vec::new());
+    let invalid = |key: &str, message: String| {
+        problems
+            .borrow_mut()
+            .push(invalid_value(figment, key, message));
+    };
     let server = &config.server;
-    if server.bind.is_empty() {
-        return invalid("server.bind", "at least one address is needed".into());
+    let tls_binds = server.tls.as_ref().map_or(0, |tls| tls.bind.len());
+    if server.bind.is_empty() && tls_binds == 0 {
+        invalid(
+            "server.bind",
+            "at least one address is needed (here or in server.tls.bind)".into(),
+        );
     }
     if server.workers == 0 || server.workers > 512 {
-        return invalid(
+        invalid(
             "server.workers",
             format!("must be 1..=512 or \"auto\", got {}", server.workers),
         );
     }
     if server.threads == 0 || server.threads > 1024 {
-        return invalid(
+        invalid(
             "server.threads",
             format!("must be 1..=1024, got {}", server.threads),
         );
@@ -359,7 +467,7 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
     if let Some(tls) = &server.tls {
         for address in &tls.bind {
             if let BindAddress::Unix(_) = address {
-                return invalid(
+                invalid(
                     "server.tls.bind",
                     format!("{:?}: TLS listens on HOST:PORT", address.to_string()),
                 );
@@ -367,57 +475,51 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         }
     }
     if server.io_threads == 0 || server.io_threads > 256 {
-        return invalid(
+        invalid(
             "server.io_threads",
             format!("must be 1..=256, got {}", server.io_threads),
         );
     }
     match (&config.app.wsgi, &config.app.paste) {
-        (None, None) if config.routes.is_empty() => {
-            return invalid(
-                "app.wsgi",
-                "no application: set app.wsgi = \"module:callable\" (or app.paste) or pass --app"
-                    .into(),
-            )
-        }
+        (None, None) if config.routes.is_empty() => invalid(
+            "app.wsgi",
+            "no application: set app.wsgi = \"module:callable\" (or app.paste) or pass --app"
+                .into(),
+        ),
         (Some(_), Some(_)) => {
-            return invalid("app.paste", "set app.wsgi or app.paste, not both".into());
+            invalid("app.paste", "set app.wsgi or app.paste, not both".into());
         }
         _ => {}
     }
     for (name, app) in &config.apps {
         let key = |field: &str| format!("apps.{name}.{field}");
         match (&app.wsgi, &app.paste) {
-            (None, None) => {
-                return invalid(
-                    &key("wsgi"),
-                    "set wsgi = \"module:callable\" or paste".into(),
-                )
-            }
-            (Some(_), Some(_)) => {
-                return invalid(&key("paste"), "set wsgi or paste, not both".into())
-            }
+            (None, None) => invalid(
+                &key("wsgi"),
+                "set wsgi = \"module:callable\" or paste".into(),
+            ),
+            (Some(_), Some(_)) => invalid(&key("paste"), "set wsgi or paste, not both".into()),
             _ => {}
         }
         if app.virtualenv.is_some() && app.virtualenv != config.app.virtualenv {
-            return invalid(
+            invalid(
                 &key("virtualenv"),
                 "every app runs in the one interpreter of the worker: set the virtualenv in [app]"
                     .into(),
             );
         }
         if !app.script_name.is_empty() {
-            return invalid(
+            invalid(
                 &key("script_name"),
                 "a routed app's SCRIPT_NAME is the path of the route that takes the request".into(),
             );
         }
     }
-    validate_routes(config, figment)?;
+    validate_routes(config, figment, &problems);
     for (index, entry) in config.middleware.iter().enumerate() {
         if let MiddlewareConfig::Python(python) = entry {
             if python.factory.is_some() == python.filter_factory.is_some() {
-                return invalid(
+                invalid(
                     &format!("middleware[{index}]"),
                     "(python) set exactly one of factory and filter_factory".into(),
                 );
@@ -426,28 +528,49 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
     }
     let script_name = &config.app.script_name;
     if !script_name.is_empty() && (!script_name.starts_with('/') || script_name.ends_with('/')) {
-        return invalid(
+        invalid(
             "app.script_name",
             format!("must start with '/' and not end with '/', got {script_name:?}"),
         );
     }
     let limits = &config.limits;
     if limits.max_head_size.0 < 8192 {
-        return invalid("limits.max_head_size", "must be at least 8192 bytes".into());
+        invalid("limits.max_head_size", "must be at least 8192 bytes".into());
     }
     if limits.max_header_count == 0 {
-        return invalid("limits.max_header_count", "must be at least 1".into());
+        invalid("limits.max_header_count", "must be at least 1".into());
     }
     if limits.max_request_line < 16 {
-        return invalid(
+        invalid(
             "limits.max_request_line",
             "must be at least 16 bytes".into(),
         );
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_level) {
-        return invalid("telemetry.log_level", e.to_string());
+    if let Err(message) = check_log_level(&config.telemetry.log_level) {
+        invalid("telemetry.log_level", message);
     }
-    Ok(())
+    ConfigError::all(problems.into_inner())
+}
+
+/// A `RUST_LOG`-style filter whose every directive names a level: `"info"`,
+/// `"warn,wsgi_gateway=debug"`. (`EnvFilter` takes `"verbose"` as a target at `trace`
+/// and then shows nothing; that is refused here.)
+fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} names no level; use one of {} (or TARGET=LEVEL, comma-separated)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -458,12 +581,11 @@ mod tests {
     use figment::Jail;
 
     fn flags(threads: usize) -> CliOverrides {
+        let mut flags = Flags::default();
+        flags.set("--threads", "server.threads", threads);
         CliOverrides {
-            server: Some(CliServer {
-                threads: Some(threads),
-                ..CliServer::default()
-            }),
-            app: None,
+            flags,
+            access_log: None,
         }
     }
 

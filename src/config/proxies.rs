@@ -75,24 +75,36 @@ impl Cidr {
 pub struct TrustedProxies {
     entries: Vec<String>,
     blocks: Vec<Cidr>,
+    unix: bool,
 }
 
 impl TrustedProxies {
     /// Parse `server.forwarded_allow_ips`.
     pub fn parse(entries: &[String]) -> Result<Self, String> {
         let mut blocks = Vec::new();
+        let mut unix = false;
         for entry in entries {
-            blocks.extend(Cidr::parse_list(entry)?);
+            if entry.trim() == "unix" {
+                unix = true;
+            } else {
+                blocks.extend(Cidr::parse_list(entry)?);
+            }
         }
         Ok(Self {
             entries: entries.to_vec(),
             blocks,
+            unix,
         })
     }
 
     /// True when no peer is trusted.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.blocks.is_empty() && !self.unix
+    }
+
+    /// True when peers on unix-socket listeners are trusted (the entry `"unix"`).
+    pub fn trusts_unix(&self) -> bool {
+        self.unix
     }
 
     /// True if `ip` is in one of the trusted blocks.

@@ -44,8 +44,9 @@ pub struct ServerConfig {
     /// layers (compression, TLS, static files) are busy.
     pub io_threads: usize,
     /// Peers whose `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Host` headers are
-    /// believed (CIDR blocks or addresses; `"*"` for any). From others they are passed
-    /// through untouched (gunicorn's `forwarded_allow_ips`).
+    /// believed (CIDR blocks or addresses; `"*"` for any; `"unix"` for peers on unix
+    /// socket listeners, which are also trusted when loopback is). From others they are
+    /// passed through untouched (gunicorn's `forwarded_allow_ips`).
     pub forwarded_allow_ips: TrustedProxies,
     /// Every TCP connection starts with a PROXY protocol header (v1 or v2, as HAProxy
     /// and cloud load balancers send), believed only from `forwarded_allow_ips`.
@@ -70,6 +71,9 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// TLS listeners, if any.
     pub tls: Option<TlsConfig>,
+    /// A file the supervisor writes its pid to (and removes on exit), as gunicorn's
+    /// `--pid`.
+    pub pidfile: Option<std::path::PathBuf>,
     /// How long a response may wait for a slow client to accept more bytes before the
     /// connection is dropped and the application's iterable is closed.
     #[serde(with = "duration")]
@@ -88,8 +92,12 @@ impl Default for ServerConfig {
             timeout: Duration::from_secs(60),
             threads: 4,
             io_threads: 1,
-            forwarded_allow_ips: TrustedProxies::parse(&["127.0.0.1".to_owned(), "::1".to_owned()])
-                .expect("valid addresses"),
+            forwarded_allow_ips: TrustedProxies::parse(&[
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+                "unix".to_owned(),
+            ])
+            .expect("valid addresses"),
             proxy_protocol: false,
             backlog: 2048,
             http2: true,
@@ -99,6 +107,7 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             tls: None,
+            pidfile: None,
         }
     }
 }

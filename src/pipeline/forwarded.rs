@@ -36,9 +36,13 @@ pub fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request
 /// `info.local` becomes unknown, so `SERVER_PORT` is the forwarded host's port or the
 /// scheme's default (as waitress does), not the port the proxy connected to.
 pub fn apply(proxies: &TrustedProxies, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
-    // A unix socket peer is on this machine: trusted as loopback is.
-    let peer_ip = info.peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.ip());
-    if proxies.is_empty() || !proxies.trusts(peer_ip) {
+    let trusted = match info.peer {
+        Some(peer) => proxies.trusts(peer.ip()),
+        // A unix-socket peer: trusted when the list says "unix", or (as it always was)
+        // when it trusts loopback.
+        None => proxies.trusts_unix() || proxies.trusts(IpAddr::from([127, 0, 0, 1])),
+    };
+    if !trusted {
         return;
     }
     let facts = forwarded(headers).unwrap_or_else(|| x_forwarded(headers));

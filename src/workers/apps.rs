@@ -15,6 +15,11 @@ use crate::wsgi::{self, ImportedApp, WsgiError, WsgiService};
 /// Start the interpreter, import the applications and build the service the request
 /// stack ends in. Runs on a blocking thread: importing holds the GIL.
 pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, WsgiError> {
+    if let Some(dir) = &prepared.chdir {
+        std::env::set_current_dir(dir).map_err(|error| {
+            WsgiError::Interpreter(format!("app.chdir {}: {error}", dir.display()))
+        })?;
+    }
     wsgi::start(&prepared.python)?;
     // Each application that serves requests, imported once: the default one and those
     // routes name.

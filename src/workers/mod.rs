@@ -13,6 +13,7 @@ pub mod recycle;
 mod supervisor;
 pub mod worker;
 
+pub use apps::load as load_apps;
 pub use error::WorkersError;
 pub use handoff::{WorkerHandoff, EXIT_RECYCLE};
 pub use supervisor::supervise;
