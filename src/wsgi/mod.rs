@@ -7,10 +7,15 @@
 //! - [`environ`], [`input`], [`response`], [`errors`], [`file_wrapper`]: the PEP 3333
 //!   objects the application sees.
 //! - [`body`]: the response body on its way back to hyper.
-//! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline.
+//! - [`buffering`], [`body_rate`]: request buffering and the minimum rate of a streamed
+//!   request body.
+//! - [`service`]: the bridge as a tower `Service`, the innermost layer of the pipeline;
+//!   [`ticket`]: a request's way to a Python thread (queued, started, abandoned).
 
 pub mod body;
+pub mod body_rate;
 pub mod bridge;
+pub mod buffering;
 mod call;
 mod compose;
 pub mod environ;
@@ -22,6 +27,7 @@ pub mod interpreter;
 pub mod pool;
 pub mod response;
 pub mod service;
+pub mod ticket;
 mod traced;
 
 use std::sync::Arc;
@@ -34,6 +40,7 @@ use pyo3::prelude::*;
 pub use compose::{PythonStage, Stage};
 pub use error::WsgiError;
 pub use service::WsgiService;
+pub use ticket::JobTicket;
 
 use environ::{EnvironBuilder, EnvironSettings};
 use errors::ErrorStream;
@@ -66,6 +73,10 @@ pub struct AppSettings {
     pub read_timeout: Duration,
     /// Largest request body.
     pub max_body_size: u64,
+    /// Request bodies up to this size are read before the application is called.
+    pub buffer_body: u64,
+    /// How fast a streamed request body must arrive.
+    pub min_body_rate: body_rate::MinBodyRate,
 }
 
 /// Start Python, import the application, wrap it in the Python side of the pipeline
@@ -102,6 +113,7 @@ pub fn load(
             write_timeout: settings.write_timeout,
             read_timeout: settings.read_timeout,
             max_body_size: settings.max_body_size,
+            min_body_rate: settings.min_body_rate,
         })
     })?;
     let pool = PythonPool::start(settings.threads, Arc::new(context))
@@ -109,7 +121,11 @@ pub fn load(
     Ok(WsgiService::new(
         pool,
         settings.environ.script_name.clone(),
-        settings.read_timeout,
+        buffering::BufferPolicy {
+            buffer_body: settings.buffer_body,
+            max_body_size: settings.max_body_size,
+            read_timeout: settings.read_timeout,
+        },
     ))
 }
 
