@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build, install the peers, and run a benchmark: `bench/run.sh` (hello world) or
 # `bench/run.sh stack` (the paste-stack middleware stack) or `bench/run.sh zero_loss`
-# (reloads and a drain under load). Extra arguments go to the
+# (reloads and a drain under load) or `bench/run.sh slow_clients` (fast clients next to
+# slow uploaders). Extra arguments go to the
 # script (e.g. --rounds 5 --seconds 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup.sh
 script=hello
-if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ]; then
+if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ] || [ "${1:-}" = slow_clients ]; then
     script=$1
     shift
 fi

@@ -70,7 +70,8 @@ pub struct ServerConfig {
     #[serde(with = "duration")]
     pub header_timeout: Duration,
     /// How long `wsgi.input` waits for the next piece of a request body before the read
-    /// raises (and a pre-read small body gets 408).
+    /// raises and the response becomes 408; also the bound on reading a whole body up to
+    /// `limits.buffer_body` before the application is called (408 without calling it).
     #[serde(with = "duration")]
     pub read_timeout: Duration,
     /// TLS listeners, if any.
