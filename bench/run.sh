@@ -2,14 +2,14 @@
 # Build, install the peers, and run a benchmark: `bench/run.sh` (hello world) or
 # `bench/run.sh stack` (the paste-stack middleware stack) or `bench/run.sh zero_loss`
 # (reloads and a drain under load) or `bench/run.sh static` (static files against nginx
-# and granian). Extra arguments go to the
+# and granian) or `bench/run.sh slow_clients` (fast clients next to slow uploaders).
+# Extra arguments go to the
 # script (e.g. --rounds 5 --seconds 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup.sh
 script=hello
-if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ] || [ "${1:-}" = static ]; then
-    script=$1
-    shift
-fi
+case "${1:-}" in
+    hello | stack | zero_loss | static | slow_clients) script=$1; shift ;;
+esac
 exec python3 "bench/$script.py" "$@"

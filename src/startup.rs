@@ -172,5 +172,10 @@ fn app_settings(
         write_timeout: config.server.write_timeout,
         read_timeout: config.server.read_timeout,
         max_body_size: config.limits.max_body_size.0,
+        buffer_body: config.limits.buffer_body.0,
+        min_body_rate: crate::wsgi::body_rate::MinBodyRate {
+            bytes_per_second: config.limits.min_body_rate.0,
+            window: config.limits.min_body_rate_window,
+        },
     })
 }

@@ -17,6 +17,7 @@ use tower::{service_fn, ServiceExt};
 use wsgi_gateway::config::{self, CliOverrides, LoadedConfig};
 use wsgi_gateway::pipeline::{self, WorkerHooks};
 use wsgi_gateway::types::{ConnectionInfo, GatewayService};
+use wsgi_gateway::wsgi::ticket::JobTicket;
 
 /// Write `toml` (plus an application, which is never imported here) and load it.
 fn load(name: &str, toml: &str) -> LoadedConfig {
@@ -41,6 +42,14 @@ fn stack(name: &str, toml: &str) -> (GatewayService, Arc<Told>) {
     let plan = pipeline::plan(&loaded.config.middleware, &loaded.base_dir()).expect("layers build");
     let app = service_fn(|request: Request<Body>| async move {
         if request.uri().path() == "/slow" {
+            // As the WSGI service does: queued, then picked by a Python thread, which
+            // is when server.timeout starts counting.
+            let ticket = request
+                .extensions()
+                .get::<JobTicket>()
+                .expect("a job ticket");
+            ticket.queued();
+            assert!(ticket.start());
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
         let order: Vec<String> = request

@@ -239,9 +239,20 @@ fn check_metrics(endpoint: &str, protocol: &str, service_name: Option<&str>) {
         point["name"] == "http.server.request.duration"
             && point["attributes"]["http.response.status_code"] == 200
     };
-    let duration = eventually("the five requests in an export", || {
-        receiver
-            .metric_points()
+    // Wait for an export that holds every request: the five 200s and the 404 (its
+    // meter may be recorded a moment after the others).
+    let has_404 = |points: &[serde_json::Value]| {
+        points.iter().any(|p| {
+            p["name"] == "http.server.response.body.size"
+                && p["attributes"]["http.response.status_code"] == 404
+        })
+    };
+    let duration = eventually("the five requests and the 404 in an export", || {
+        let points = receiver.metric_points();
+        if !has_404(&points) {
+            return None;
+        }
+        points
             .into_iter()
             .rev()
             .find(|p| is_get_ok(p) && p["count"] == 5)

@@ -1,8 +1,10 @@
 //! `[limits]`: what a request may be before it is refused.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::units::ByteSize;
+use super::units::{duration, ByteSize};
 
 /// Request size limits. Defaults match gunicorn's where gunicorn has one.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -22,6 +24,22 @@ pub struct LimitsConfig {
     /// A declared Content-Length over it is refused before the app runs; a chunked body
     /// that grows past it makes `wsgi.input` raise and the response becomes 413.
     pub max_body_size: ByteSize,
+    /// Request bodies up to this size are read whole, in memory, before the application
+    /// is called, so no Python thread waits on a slow upload (nginx's request
+    /// buffering). This applies to chunked bodies too; one that grows past the size
+    /// streams on from what was read. The whole read must end within
+    /// `server.read_timeout`, or the client gets 408 and the application is not called.
+    /// A body with `Expect: 100-continue` is not read ahead (the application decides
+    /// whether it wants it). 0: every body streams.
+    pub buffer_body: ByteSize,
+    /// Slowest a streamed request body (over `buffer_body`) may arrive, in bytes per
+    /// second, while the application waits for it. The client may fall behind this rate
+    /// by `min_body_rate_window` at most; then the read raises `TimeoutError` and the
+    /// response is 408. 0: only `server.read_timeout` bounds each wait.
+    pub min_body_rate: ByteSize,
+    /// How far behind `min_body_rate` a client may fall (the averaging window).
+    #[serde(with = "duration")]
+    pub min_body_rate_window: Duration,
     /// Accept `%2F` (an encoded slash) in request paths. Off by default: such requests
     /// get 400, since native layers (auth, static, routes) treat `a%2Fb` as one segment
     /// while the application sees `a/b` in `PATH_INFO`. Turn it on only for apps that
@@ -42,6 +60,9 @@ impl Default for LimitsConfig {
             max_header_size: 8190,
             max_head_size: ByteSize(64 << 10),
             max_body_size: ByteSize(100 << 20),
+            buffer_body: ByteSize(1 << 20),
+            min_body_rate: ByteSize(1024),
+            min_body_rate_window: Duration::from_secs(10),
             allow_encoded_slashes: false,
             permit_unconventional_methods: false,
         }

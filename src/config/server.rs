@@ -32,11 +32,16 @@ pub struct ServerConfig {
     pub max_requests_jitter: u64,
     /// Recycle a worker whose resident memory grows past this (0: never).
     pub max_rss: ByteSize,
-    /// A request whose response has not started after this long gets 504, and its
-    /// worker is recycled, since a Python thread cannot be interrupted (gunicorn's
-    /// `timeout`). 0 disables it.
+    /// A request whose response has not started this long after a Python thread picked
+    /// it up gets 504, and its worker is recycled, since a Python thread cannot be
+    /// interrupted (gunicorn's `timeout`). Time spent waiting for a thread does not
+    /// count (see `queue_timeout`). 0 disables it.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// A request that waits longer than this for a free Python thread gets 503 with
+    /// `Retry-After` and never runs; the worker is not recycled. 0 disables it.
+    #[serde(with = "duration")]
+    pub queue_timeout: Duration,
     /// Python threads per worker: how many requests run application code at once.
     pub threads: usize,
     /// Threads of the async runtime that run I/O and the native layers, per worker.
@@ -66,7 +71,8 @@ pub struct ServerConfig {
     #[serde(with = "duration")]
     pub header_timeout: Duration,
     /// How long `wsgi.input` waits for the next piece of a request body before the read
-    /// raises (and a pre-read small body gets 408).
+    /// raises and the response becomes 408; also the bound on reading a whole body up to
+    /// `limits.buffer_body` before the application is called (408 without calling it).
     #[serde(with = "duration")]
     pub read_timeout: Duration,
     /// TLS listeners, if any.
@@ -90,6 +96,7 @@ impl Default for ServerConfig {
             max_requests_jitter: 0,
             max_rss: ByteSize(0),
             timeout: Duration::from_secs(60),
+            queue_timeout: Duration::from_secs(30),
             threads: 4,
             io_threads: 1,
             forwarded_allow_ips: TrustedProxies::parse(&[

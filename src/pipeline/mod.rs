@@ -251,8 +251,11 @@ where
         // After the configured layers, so the access log and static files still see
         // (and log) what the limits refuse; before the app does any work for them.
         .layer(RequestLimitsLayer::new(config.limits.clone()))
-        // Innermost: only the application's own time counts against server.timeout.
+        // Innermost: it follows the request's ticket into the Python pool, so the wait
+        // for a thread counts against server.queue_timeout and only the application's
+        // own run against server.timeout.
         .layer(AppTimeoutLayer::new(
+            config.server.queue_timeout,
             config.server.timeout,
             hooks.on_timeout,
         ))

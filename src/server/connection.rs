@@ -24,6 +24,24 @@ use super::ConnectionInfo;
 use crate::config::{GatewayConfig, TrustedProxies};
 use crate::types::GatewayService;
 
+/// Most HTTP/2 streams open at once on one connection.
+const H2_MAX_STREAMS: u32 = 256;
+
+/// How much of one HTTP/2 request body the client may send before it is read.
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+
+/// The HTTP/2 connection window: room for every stream's window at once (64 MiB).
+///
+/// Body bytes that have arrived but not been read hold the connection window until they
+/// are. A request waiting for a Python thread with a body over `limits.buffer_body` is
+/// not read, and with a connection window smaller than the sum of the stream windows
+/// (hyper's defaults: 1 MiB each), a few such queued streams use it all up: the streams
+/// that run, whose applications wait in `wsgi.input`, get no more bytes, and the
+/// connection stalls. Sized this way, queued streams can hold at most their own
+/// windows, and a running stream is only ever limited by its own (as nginx, which
+/// opens the connection window all the way).
+const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_MAX_STREAMS;
+
 /// Protocol settings shared by all connections.
 #[derive(Clone)]
 pub struct ConnectionSettings {
@@ -101,7 +119,9 @@ impl ConnectionSettings {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(config.limits.max_head_size.0.min(u32::MAX as u64) as u32)
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .keep_alive_interval(None);
         if !config.server.http2 {
             builder = builder.http1_only();

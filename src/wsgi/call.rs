@@ -29,6 +29,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         input,
         reply,
         span,
+        ticket: _,
     } = job;
     // The outermost Python segment's span: a child of the request's, current on this
     // thread while the segment runs, iterates and closes.
@@ -61,6 +62,7 @@ pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
         InputLimits {
             max_body_size: context.max_body_size,
             read_timeout: context.read_timeout,
+            min_rate: context.min_body_rate,
             fault: body_fault.clone(),
         },
     );
@@ -168,6 +170,11 @@ fn fail(
         Some(BodyFault::Malformed { reason }) => {
             tracing::info!(request = %request_line, "malformed request body ({reason}): 400");
             responder.get().fail(py, StatusCode::BAD_REQUEST);
+            return;
+        }
+        Some(BodyFault::TooSlow { reason }) => {
+            tracing::info!(request = %request_line, "request body too slow ({reason}): 408");
+            responder.get().fail(py, StatusCode::REQUEST_TIMEOUT);
             return;
         }
         None => {}

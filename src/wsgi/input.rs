@@ -1,18 +1,21 @@
 //! `wsgi.input`: the request body as a Python file-like object.
 //!
-//! The body streams from hyper as the application reads it; nothing is buffered beyond
-//! what a `readline` needs. Reading is lazy, so hyper answers `Expect: 100-continue` only
-//! when the application first reads. `read()` ends at Content-Length or at the end of a
-//! chunked body (`wsgi.input_terminated` is true). Small bodies may arrive pre-read.
+//! Bodies up to `limits.buffer_body` arrive read in full (see [`super::buffering`]);
+//! larger ones stream from hyper as the application reads them, nothing buffered beyond
+//! what a `readline` needs, under `limits.min_body_rate` ([`super::body_rate`]). Reading
+//! a streamed body is lazy, so hyper answers `Expect: 100-continue` only when the
+//! application first reads. `read()` ends at Content-Length or at the end of a chunked
+//! body (`wsgi.input_terminated` is true).
 //!
 //! A body that cannot be read whole makes every later read raise `OSError`, and the
 //! [`BodyFault`] is recorded for the code that answers for the request: a body over
 //! `limits.max_body_size` becomes 413, a malformed or cut-off body (a chunk framing error
-//! found by hyper or the framing check, or the client closing mid-body) becomes 400,
-//! unless the application caught the exception and answered itself.
+//! found by hyper or the framing check, or the client closing mid-body) becomes 400, a
+//! client too slow for `server.read_timeout` or `limits.min_body_rate` becomes 408
+//! (`TimeoutError`), unless the application caught the exception and answered itself.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,14 +26,28 @@ use pyo3::types::{PyBytes, PyList};
 use sync_wrapper::SyncWrapper;
 use tokio::runtime::Handle;
 
+use super::body_rate::{MinBodyRate, RateBudget};
+
 /// Where the request body comes from.
 pub enum InputSource {
     /// No body (GET, or Content-Length: 0).
     Empty,
-    /// The whole body, read before the application was called.
-    Buffered(Bytes),
-    /// The body streams from the connection as it is read.
-    Streaming(Body),
+    /// Read before the application was called: the whole body, or, with a fault, what
+    /// arrived before the body turned out malformed or too large (reading past it
+    /// raises, as it would have while streaming).
+    Buffered {
+        /// The bytes read.
+        data: Bytes,
+        /// Why the body ends there, if it did not end normally.
+        fault: Option<BodyFault>,
+    },
+    /// The body streams from the connection as it is read; `read_ahead` came first.
+    Streaming {
+        /// Bytes read before the application was called.
+        read_ahead: Bytes,
+        /// The rest of the body.
+        body: Body,
+    },
 }
 
 /// How the input stream reads from the connection.
@@ -40,6 +57,8 @@ pub struct InputLimits {
     pub max_body_size: u64,
     /// How long one read may wait for the client.
     pub read_timeout: Duration,
+    /// How fast a streamed body must arrive.
+    pub min_rate: MinBodyRate,
     /// Set when the body could not be read: the response becomes 413 or 400.
     pub fault: Arc<OnceLock<BodyFault>>,
 }
@@ -57,6 +76,11 @@ pub enum BodyFault {
         /// What the body decoder said.
         reason: String,
     },
+    /// The client sent the body too slowly (408).
+    TooSlow {
+        /// Which limit it missed.
+        reason: &'static str,
+    },
 }
 
 impl BodyFault {
@@ -67,12 +91,22 @@ impl BodyFault {
                 format!("request body is larger than limits.max_body_size ({limit} bytes)")
             }
             BodyFault::Malformed { reason } => format!("malformed request body: {reason}"),
+            BodyFault::TooSlow { reason } => format!("request body too slow: {reason}"),
+        }
+    }
+
+    /// The Python exception reads raise: `TimeoutError` for a slow client (a subclass
+    /// of `OSError`), `OSError` otherwise.
+    fn to_pyerr(&self) -> PyErr {
+        match self {
+            BodyFault::TooSlow { .. } => PyTimeoutError::new_err(self.message()),
+            _ => PyOSError::new_err(self.message()),
         }
     }
 }
 
 /// The error and its sources, one line (hyper's errors say little at the top level).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -91,25 +125,35 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub struct WsgiInput {
     buffer: BytesMut,
     body: Option<SyncWrapper<Body>>,
+    /// Raised once the buffered bytes are read (a body that failed while buffered).
+    pending_fault: Option<BodyFault>,
     runtime: Handle,
     limits: InputLimits,
+    rate: RateBudget,
     received: u64,
 }
 
 impl WsgiInput {
     /// An input stream over `source`, pulling with `runtime` when it must wait.
     pub fn new(source: InputSource, runtime: Handle, limits: InputLimits) -> Self {
-        let (buffer, body) = match source {
-            InputSource::Empty => (BytesMut::new(), None),
-            InputSource::Buffered(bytes) => (BytesMut::from(&bytes[..]), None),
-            InputSource::Streaming(body) => (BytesMut::new(), Some(SyncWrapper::new(body))),
+        let (buffer, body, pending_fault) = match source {
+            InputSource::Empty => (BytesMut::new(), None, None),
+            InputSource::Buffered { data, fault } => (BytesMut::from(&data[..]), None, fault),
+            InputSource::Streaming { read_ahead, body } => (
+                BytesMut::from(&read_ahead[..]),
+                Some(SyncWrapper::new(body)),
+                None,
+            ),
         };
         let received = buffer.len() as u64;
+        let rate = RateBudget::new(limits.min_rate);
         Self {
             buffer,
             body,
+            pending_fault,
             runtime,
             limits,
+            rate,
             received,
         }
     }
@@ -117,28 +161,37 @@ impl WsgiInput {
     /// Record `fault` (the first one wins) and raise it.
     fn failed(&mut self, fault: BodyFault) -> PyErr {
         self.body = None;
-        let fault = self.limits.fault.get_or_init(|| fault);
-        PyOSError::new_err(fault.message())
+        self.limits.fault.get_or_init(|| fault).to_pyerr()
     }
 
     /// Pull the next piece of the body into the buffer; false at the end of the body.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
         if let Some(fault) = self.limits.fault.get() {
-            return Err(PyOSError::new_err(fault.message()));
+            return Err(fault.to_pyerr());
+        }
+        if let Some(fault) = self.pending_fault.take() {
+            return Err(self.failed(fault));
         }
         let Some(body) = self.body.as_mut() else {
             return Ok(false);
         };
         let body = body.get_mut();
         let runtime = &self.runtime;
-        let timeout = self.limits.read_timeout;
-        let next = py.detach(|| {
-            runtime.block_on(async { tokio::time::timeout(timeout, body.frame()).await })
-        });
+        let read_timeout = self.limits.read_timeout;
+        // The wait ends at the read timeout or when the client falls too far behind
+        // the minimum rate, whichever comes first.
+        let (wait, reason) = match self.rate.allowance() {
+            Some(allowance) if allowance < read_timeout => {
+                (allowance, "slower than limits.min_body_rate")
+            }
+            _ => (read_timeout, "nothing received within server.read_timeout"),
+        };
+        let started = Instant::now();
+        let next = py
+            .detach(|| runtime.block_on(async { tokio::time::timeout(wait, body.frame()).await }));
+        let waited = started.elapsed();
         match next {
-            Err(_elapsed) => Err(PyTimeoutError::new_err(
-                "timed out waiting for the request body from the client",
-            )),
+            Err(_elapsed) => Err(self.failed(BodyFault::TooSlow { reason })),
             Ok(None) => {
                 self.body = None;
                 Ok(false)
@@ -147,7 +200,9 @@ impl WsgiInput {
                 reason: error_chain(&error),
             })),
             Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
+                let data = frame.into_data().unwrap_or_default();
+                self.rate.record(data.len() as u64, waited);
+                if !data.is_empty() {
                     self.received += data.len() as u64;
                     if self.received > self.limits.max_body_size {
                         let limit = self.limits.max_body_size;

@@ -12,14 +12,19 @@
 //! - `head` and `iterable`: the rules for `start_response` and for the returned
 //!   iterable (bytes items, `close()` once), shared by `call` and [`bridge`].
 //! - [`body`]: the response body on its way back to hyper, coalescing small chunks.
+//! - [`buffering`], [`body_rate`]: request buffering and the minimum rate of a streamed
+//!   request body.
 //! - [`bridge`]: the `NativeBridge`, a WSGI callable that runs native layers on the
 //!   calling Python thread, and `InlineApp`, the app as a service below them.
 //! - `traced`: spans around each Python segment and the application.
-//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`.
+//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`;
+//!   [`ticket`]: a request's way to a Python thread (queued, started, abandoned).
 //! - `error`: [`WsgiError`], the one error type of this module.
 
 pub mod body;
+pub mod body_rate;
 pub mod bridge;
+pub mod buffering;
 mod call;
 mod compose;
 pub mod environ;
@@ -33,6 +38,7 @@ mod iterable;
 pub mod pool;
 pub mod response;
 pub mod service;
+pub mod ticket;
 mod traced;
 
 use std::sync::Arc;
@@ -45,6 +51,7 @@ use pyo3::prelude::*;
 pub use compose::{PythonStage, Stage};
 pub use error::WsgiError;
 pub use service::WsgiService;
+pub use ticket::JobTicket;
 
 use environ::{EnvironBuilder, EnvironSettings};
 use errors::ErrorStream;
@@ -75,6 +82,10 @@ pub struct AppSettings {
     pub read_timeout: Duration,
     /// Largest request body.
     pub max_body_size: u64,
+    /// Request bodies up to this size are read before the application is called.
+    pub buffer_body: u64,
+    /// How fast a streamed request body must arrive.
+    pub min_body_rate: body_rate::MinBodyRate,
 }
 
 /// Start the interpreter of this process (once, before any application is imported):
@@ -127,6 +138,7 @@ pub fn serve(
             write_timeout: settings.write_timeout,
             read_timeout: settings.read_timeout,
             max_body_size: settings.max_body_size,
+            min_body_rate: settings.min_body_rate,
         })
     })?;
     let pool = PythonPool::start(settings.threads, Arc::new(context))
@@ -134,7 +146,11 @@ pub fn serve(
     Ok(WsgiService::new(
         pool,
         settings.environ.script_name.clone(),
-        settings.read_timeout,
+        buffering::BufferPolicy {
+            buffer_body: settings.buffer_body,
+            max_body_size: settings.max_body_size,
+            read_timeout: settings.read_timeout,
+        },
     ))
 }
 

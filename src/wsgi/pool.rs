@@ -14,9 +14,11 @@ use pyo3::prelude::*;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use super::body_rate::MinBodyRate;
 use super::environ::{EnvironBuilder, RequestHead};
 use super::input::InputSource;
 use super::response::WsgiResponse;
+use super::ticket::JobTicket;
 use super::{call, WsgiError};
 
 /// One request for the application.
@@ -30,6 +32,9 @@ pub struct Job {
     /// The request's span, when traces are exported: the application's span is its
     /// child, and its context reaches the app as `HTTP_TRACEPARENT`.
     pub span: Option<tracing::Span>,
+    /// Shared with the connection side: a job abandoned while queued is dropped
+    /// unstarted.
+    pub ticket: JobTicket,
 }
 
 /// Everything a pool thread needs to serve a request; shared by all pool threads.
@@ -48,6 +53,8 @@ pub struct AppContext {
     pub read_timeout: Duration,
     /// Largest request body the application may read.
     pub max_body_size: u64,
+    /// How fast a streamed request body must arrive.
+    pub min_body_rate: MinBodyRate,
 }
 
 /// A running pool of Python threads.
@@ -93,6 +100,11 @@ fn serve_forever(queue: &Receiver<Job>, context: &AppContext) {
             return;
         };
         metrics.python_queued.fetch_sub(1, Ordering::Relaxed);
+        if !job.ticket.start() {
+            // Its client has gone or has been answered: it must not run.
+            tracing::debug!("dropped a request abandoned while it waited for a Python thread");
+            continue;
+        }
         metrics.python_busy.fetch_add(1, Ordering::Relaxed);
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             call::run(py, context, job);

@@ -5,26 +5,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
-use http::{header, Request, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 use tokio::sync::oneshot;
 use tower::Service;
 
+use super::buffering::{self, BufferPolicy};
 use super::environ::RequestHead;
-use super::input::InputSource;
 use super::pool::{Job, PythonPool};
+use super::ticket::{JobTicket, Phase};
 use crate::types::error_response;
 use crate::types::{ConnectionInfo, MountPrefix};
 
-/// Bodies up to this size with a declared length are read before the application is
-/// called, so a slow upload never holds a Python thread.
-const PREFETCH_LIMIT: u64 = 64 << 10;
-
 /// Hands requests to the Python pool and turns its answers into HTTP responses.
+///
+/// The body is read first as `limits.buffer_body` says ([`buffering`]). The request's
+/// [`JobTicket`] (from its extensions, where the pipeline's timeout layer puts one)
+/// travels with the job; if this service's future is dropped before a Python thread
+/// picked the job (the client went away, or the request was answered 503), the job is
+/// abandoned and never runs.
 #[derive(Clone)]
 pub struct WsgiService {
     inner: Arc<Inner>,
@@ -33,17 +33,17 @@ pub struct WsgiService {
 struct Inner {
     pool: PythonPool,
     script_name: String,
-    read_timeout: Duration,
+    buffering: BufferPolicy,
 }
 
 impl WsgiService {
     /// A service over a started pool.
-    pub fn new(pool: PythonPool, script_name: String, read_timeout: Duration) -> Self {
+    pub fn new(pool: PythonPool, script_name: String, buffering: BufferPolicy) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pool,
                 script_name,
-                read_timeout,
+                buffering,
             }),
         }
     }
@@ -78,10 +78,20 @@ impl Inner {
         if mount.is_none() && !under_prefix(request.uri().path(), &self.script_name) {
             return error_response(StatusCode::NOT_FOUND);
         }
-        let (parts, body) = request.into_parts();
-        let input = match self.input_source(&parts, body).await {
+        let (mut parts, body) = request.into_parts();
+        let ticket = parts.extensions.remove::<JobTicket>().unwrap_or_default();
+        let ticket = AbandonOnDrop(ticket);
+        let input = match buffering::input_source(self.buffering, &parts.headers, body).await {
             Ok(input) => input,
-            Err(status) => return error_response(status),
+            Err(status) => {
+                tracing::info!(
+                    method = %parts.method,
+                    uri = %parts.uri,
+                    "request body not received within server.read_timeout: {}",
+                    status.as_u16()
+                );
+                return error_response(status);
+            }
         };
         let info = parts.extensions.get::<ConnectionInfo>().copied();
         let remote_user = parts
@@ -110,6 +120,7 @@ impl Inner {
         };
         let (reply, response) = oneshot::channel();
         let span = crate::telemetry::tracing_enabled().then(tracing::Span::current);
+        ticket.0.queued();
         if self
             .pool
             .submit(Job {
@@ -117,6 +128,7 @@ impl Inner {
                 input,
                 reply,
                 span,
+                ticket: ticket.0.clone(),
             })
             .is_err()
         {
@@ -134,32 +146,18 @@ impl Inner {
             Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
+}
 
-    /// Decide how the application will read the body: not at all, from memory, or
-    /// streaming from the connection.
-    async fn input_source(
-        &self,
-        parts: &http::request::Parts,
-        body: Body,
-    ) -> Result<InputSource, StatusCode> {
-        if body.is_end_stream() {
-            return Ok(InputSource::Empty);
-        }
-        let expects_continue = parts
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let small = body
-            .size_hint()
-            .exact()
-            .is_some_and(|len| len <= PREFETCH_LIMIT);
-        if !small || expects_continue {
-            return Ok(InputSource::Streaming(body));
-        }
-        match tokio::time::timeout(self.read_timeout, body.collect()).await {
-            Ok(Ok(collected)) => Ok(InputSource::Buffered(collected.to_bytes())),
-            Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
-            Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+/// Abandons the request's job when the response future is dropped before a Python
+/// thread picked it: the client has gone (or was answered), so it must not run.
+struct AbandonOnDrop(JobTicket);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if self.0.abandon() == Phase::Queued {
+            tracing::debug!(
+                "the client went away before a Python thread was free: the request will not run"
+            );
         }
     }
 }

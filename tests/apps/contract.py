@@ -358,6 +358,20 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept"]
 
+    if path == "/effect":
+        # A request with a side effect: appends its ?id= to the file ?log= as it starts,
+        # then sleeps ?s= seconds, or waits (bounded) until the file ?until= exists.
+        with LOCK:
+            with open(q["log"], "a") as f:
+                f.write(q["id"] + "\n")
+        if "until" in q:
+            deadline = time.time() + 20
+            while not os.path.exists(q["until"]) and time.time() < deadline:
+                time.sleep(0.01)
+        else:
+            time.sleep(float(q.get("s", "0")))
+        return _json(start_response, {"id": q["id"]})
+
     if path == "/child-fds":
         # What a subprocess started without close_fds inherits from the worker.
         import subprocess
