@@ -196,13 +196,24 @@ fn serve(
         // was only a check; each worker builds its own.
         None => {
             drop(prepared);
-            match runtime.block_on(workers::supervise(loaded)) {
+            let pidfile = loaded.config.server.pidfile.clone();
+            if let Some(path) = &pidfile {
+                if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                    tracing::error!("server.pidfile {}: {error}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            let code = match runtime.block_on(workers::supervise(loaded)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error}");
                     ExitCode::FAILURE
                 }
+            };
+            if let Some(path) = &pidfile {
+                let _ = std::fs::remove_file(path);
             }
+            code
         }
         Some(handoff) => match runtime.block_on(workers::worker::run(loaded, prepared, handoff)) {
             Ok(Stopped::Signal) => ExitCode::SUCCESS,

@@ -31,6 +31,9 @@ pub struct Prepared {
     pub python: PythonSetup,
     /// The folder to change to before importing (`app.chdir`).
     pub chdir: Option<std::path::PathBuf>,
+    /// Send the apps' `sys.stdout`/`sys.stderr` to the log (with JSON logs, so that
+    /// every line is JSON).
+    pub capture_output: bool,
     /// The applications by name (`[app]` as [`DEFAULT_APP`], if it names one).
     pub apps: BTreeMap<String, AppSettings>,
     /// `[[route]]`, in order.
@@ -97,6 +100,7 @@ pub fn prepare(loaded: &LoadedConfig) -> Result<Prepared, ConfigError> {
         plan,
         python: python_setup(loaded),
         chdir: config.app.chdir.as_ref().map(|dir| dir.relative()),
+        capture_output: config.telemetry.log_format == crate::config::LogFormat::Json,
         apps,
         routes,
     })

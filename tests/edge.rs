@@ -94,6 +94,36 @@ fn serves_on_a_unix_socket_with_its_permissions() {
     assert!(!socket.exists(), "the socket file is removed on exit");
 }
 
+/// REMOTE_ADDR seen by the app for a request over a unix socket with X-Forwarded-For,
+/// under `forwarded_allow_ips`.
+fn remote_addr_over_unix(allow: &str) -> String {
+    use std::io::{BufReader, Write};
+    let dir = common::scratch_dir("unix-trust");
+    let socket = dir.join("gateway.sock");
+    let gateway = GatewayBuilder::new()
+        .arg(&format!("--bind=unix:{}", socket.display()))
+        .config(&format!("[server]\nforwarded_allow_ips = {allow}\n"))
+        .start();
+    gateway.wait_for_log(&format!("listening on unix:{}", socket.display()));
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    stream
+        .write_all(b"GET /environ HTTP/1.1\r\nHost: app.local\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let env = common::read_response(&mut BufReader::new(stream), false)
+        .unwrap()
+        .json();
+    env["REMOTE_ADDR"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn unix_socket_peers_are_trusted_when_the_list_says_unix_or_loopback() {
+    assert_eq!(remote_addr_over_unix(r#"["unix"]"#), "203.0.113.5");
+    assert_eq!(remote_addr_over_unix(r#"["127.0.0.1"]"#), "203.0.113.5");
+    // A list naming only remote proxies does not trust local peers.
+    assert_ne!(remote_addr_over_unix(r#"["10.0.0.0/8"]"#), "203.0.113.5");
+}
+
 #[test]
 fn proxy_protocol_v1_and_v2_set_the_client_address() {
     use std::io::{BufReader, Write};

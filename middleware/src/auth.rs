@@ -132,18 +132,36 @@ impl Scheme {
         Ok(Scheme::Basic(Arc::new(users)))
     }
 
-    /// Tokens, one per line (`token` or `name:token`); `#` starts a comment.
+    /// Tokens, one per line or comma-separated: `token` or `name:token` (the name
+    /// becomes `REMOTE_USER`; unnamed tokens are `token-1`, `token-2` ...). `#` starts a
+    /// comment line. A token cannot contain whitespace: a line such as `alice TOKEN` is
+    /// refused (write `alice:TOKEN`).
     pub fn bearer_from_lines(text: &str, source: &str) -> Result<Self, AuthError> {
-        let tokens: Vec<(String, Vec<u8>)> = text
-            .split(['\n', ','])
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .enumerate()
-            .map(|(i, line)| match line.split_once(':') {
-                Some((name, token)) => (name.to_owned(), token.as_bytes().to_vec()),
-                None => (format!("token-{}", i + 1), line.as_bytes().to_vec()),
-            })
-            .collect();
+        let mut tokens: Vec<(String, Vec<u8>)> = Vec::new();
+        let entries = text.lines().enumerate().flat_map(|(index, line)| {
+            let line = line.trim();
+            let comment = line.starts_with('#');
+            line.split(',')
+                .filter(move |_| !comment)
+                .map(move |entry| (index, entry.trim()))
+        });
+        for (index, line) in entries {
+            if line.is_empty() {
+                continue;
+            }
+            let (name, token) = match line.split_once(':') {
+                Some((name, token)) => (name.trim().to_owned(), token.trim()),
+                None => (format!("token-{}", tokens.len() + 1), line),
+            };
+            if token.is_empty() || token.chars().any(char::is_whitespace) {
+                return Err(AuthError::Entry {
+                    path: source.to_owned(),
+                    line: index + 1,
+                    message: "expected \"token\" or \"name:token\" (a token has no spaces)".into(),
+                });
+            }
+            tokens.push((name, token.as_bytes().to_vec()));
+        }
         if tokens.is_empty() {
             return Err(AuthError::Empty(source.to_owned()));
         }

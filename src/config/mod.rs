@@ -164,8 +164,12 @@ impl LoadedConfig {
                     .get("___figment_relative_metadata_path")
                     .and_then(Value::as_str)
                     .and_then(|file| Path::new(file).parent());
-                if let (Some(relative), Some(base)) = (relative, base) {
-                    let resolved = base.join(relative).display().to_string();
+                if let Some(relative) = relative {
+                    // From a flag or a variable: relative to the working folder.
+                    let resolved = match base {
+                        Some(base) => base.join(relative).display().to_string(),
+                        None => relative.to_owned(),
+                    };
                     self.describe_value(path, &Value::from(resolved), lines);
                 }
             }

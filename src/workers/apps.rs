@@ -21,6 +21,9 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
         })?;
     }
     wsgi::start(&prepared.python)?;
+    if prepared.capture_output {
+        wsgi::capture_output()?;
+    }
     // Each application that serves requests, imported once: the default one and those
     // routes name.
     let mut imported: HashMap<&str, ImportedApp> = HashMap::new();

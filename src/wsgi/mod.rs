@@ -94,6 +94,13 @@ pub fn start(python: &interpreter::PythonSetup) -> Result<(), WsgiError> {
     interpreter::start(python)
 }
 
+/// Send the application's `print()` and standard streams to the gateway's log (see
+/// [`errors::capture_output`]).
+pub fn capture_output() -> Result<(), WsgiError> {
+    Python::attach(errors::capture_output)
+        .map_err(|e| WsgiError::Interpreter(format!("cannot capture sys.stdout: {e}")))
+}
+
 /// An imported application: the callable and its name for spans and messages.
 pub struct ImportedApp {
     callable: Py<PyAny>,

@@ -383,6 +383,27 @@ def application(environ, start_response):
     if path == "/pid":
         return _json(start_response, {"pid": os.getpid()})
 
+    if path == "/process":
+        # The process the app runs in: its working folder, a variable, a relative file.
+        name = q.get("var", "")
+        relative = q.get("file", "")
+        content = None
+        if relative:
+            try:
+                with open(relative) as handle:
+                    content = handle.read()
+            except OSError as error:
+                content = f"error: {error}"
+        return _json(start_response, {"cwd": os.getcwd(), "var": os.environ.get(name),
+                                      "file": content})
+
+    if path == "/print":
+        # Output the app writes itself: print() and the logging module's default handler.
+        import logging
+        print("printed by the app")
+        logging.getLogger("contract").warning("logged by the app")
+        return _json(start_response, {"printed": True})
+
     if path == "/big":
         # A list of one 5000-byte chunk and no Content-Length: GET gets its length from
         # the server, and HEAD must carry the same headers.

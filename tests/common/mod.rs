@@ -98,6 +98,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Drop every argument given so far (`serve` and `--app` included).
+    pub fn clear_args(mut self) -> Self {
+        self.args.clear();
+        self
+    }
+
     /// Set an environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.into(), value.into()));
