@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
             if handoff.is_none() {
                 warn_unused_variables();
             }
-            serve(loaded, prepared, handoff)
+            serve(loaded, prepared, handoff, args.reload)
         }
     }
 }
@@ -167,6 +167,7 @@ fn serve(
     loaded: LoadedConfig,
     prepared: startup::Prepared,
     handoff: Option<WorkerHandoff>,
+    reload: bool,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(loaded.config.server.io_threads)
@@ -195,6 +196,10 @@ fn serve(
         // The supervisor: binds, runs the workers, keeps them alive. What it prepared
         // was only a check; each worker builds its own.
         None => {
+            if reload {
+                // The folders the workers import the apps from, and the config file.
+                workers::reload::watch(prepared.python.python_path.clone(), loaded.file.clone());
+            }
             drop(prepared);
             let pidfile = loaded.config.server.pidfile.clone();
             if let Some(path) = &pidfile {

@@ -315,3 +315,36 @@ fn with_json_logs_print_and_logging_output_are_json_lines() {
         );
     }
 }
+
+#[test]
+fn reload_serves_an_edit_and_keeps_the_old_code_when_the_edit_is_broken() {
+    let dir = scratch_dir("dev-reload");
+    let write = |body: &str| {
+        std::fs::write(
+            dir.join("devapp.py"),
+            format!(
+                "def application(environ, start_response):\n    \
+                 start_response('200 OK', [])\n    return [b'{body}']\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("first version");
+    let gateway = GatewayBuilder::new()
+        .cwd(&dir)
+        .app("devapp")
+        .arg("--reload")
+        .start();
+    gateway.wait_for_log("--reload: watching");
+    assert_eq!(gateway.get("/").text(), "first version");
+    write("second version, longer");
+    common::eventually("the edit served", || {
+        (gateway.get("/").text() == "second version, longer").then_some(())
+    });
+    std::fs::write(dir.join("devapp.py"), "def application(:\n").unwrap();
+    gateway.wait_for_log("reload failed");
+    gateway.wait_for_log("SyntaxError");
+    for _ in 0..5 {
+        assert_eq!(gateway.get("/").text(), "second version, longer");
+    }
+}

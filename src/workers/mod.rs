@@ -10,6 +10,7 @@ mod apps;
 mod error;
 mod handoff;
 pub mod recycle;
+pub mod reload;
 mod supervisor;
 pub mod worker;
 
