@@ -13,10 +13,14 @@
 //!   before old, so even a single worker leaves no gap. If the replacement fails to
 //!   start, the old worker keeps serving and the replacement is tried again after a
 //!   backoff.
-//! - SIGTERM/SIGINT: every worker drains (finishes requests in flight within
-//!   `server.graceful_timeout`); stragglers are killed after that, then the supervisor
-//!   exits 0. The signal is heard at once, also while a reload waits for a slow import
-//!   or a crashed worker's backoff runs: a worker still starting is stopped.
+//! - SIGTERM/SIGINT: `/readyz` turns 503 and the workers serve on for
+//!   `server.shutdown_delay` (a second signal cuts it short). Then, once the workers
+//!   have accepted what was queued, the listening sockets are shut down, so the kernel
+//!   refuses new connections instead of queueing them for no one, and every worker
+//!   drains (finishes requests in flight within `server.graceful_timeout`); stragglers
+//!   are killed after that, then the supervisor exits 0. The signal is heard at once,
+//!   also while a reload waits for a slow import or a crashed worker's backoff runs: a
+//!   worker still starting is stopped.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -44,6 +48,9 @@ const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 /// How long a new worker may take to import the app and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the workers may take to accept what is queued before the stop refuses
+/// new connections (what is still queued then is reset).
+const QUEUE_HANDOFF: Duration = Duration::from_secs(1);
 /// The longest wait before starting a recycled worker's replacement again.
 const RECYCLE_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -80,6 +87,7 @@ struct Supervisor {
     metrics: Arc<std::sync::Mutex<MetricsHub>>,
     crashes: Vec<Instant>,
     graceful_timeout: Duration,
+    shutdown_delay: Duration,
     stop: StopSignals,
     /// Set once SIGTERM/SIGINT arrived, wherever the supervisor was waiting (the main
     /// loop, a worker starting, a crash backoff): the main loop stops next.
@@ -143,6 +151,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), WorkersError> {
         metrics,
         crashes: Vec::new(),
         graceful_timeout: config.server.graceful_timeout,
+        shutdown_delay: config.server.shutdown_delay,
         stop: StopSignals::new()?,
         stop_requested: false,
     };
@@ -171,6 +180,7 @@ pub async fn supervise(loaded: LoadedConfig) -> Result<(), WorkersError> {
         supervisor.stop_all().await;
         return Err(error);
     }
+    supervisor.linger().await;
     supervisor.stop_all().await;
     for listener in &supervisor.listeners {
         if let Some(path) = listener.created_file() {
@@ -206,10 +216,58 @@ impl Supervisor {
         Ok(())
     }
 
-    /// A stop signal arrived: the main loop stops and the workers drain.
+    /// A stop signal arrived: readiness turns 503 now, the drain starts after
+    /// `server.shutdown_delay`.
     fn stop_heard(&mut self, signal: &'static str) {
         self.stop_requested = true;
-        tracing::info!("{signal} received: draining the workers");
+        self.health.draining();
+        if self.shutdown_delay.is_zero() {
+            tracing::info!("{signal} received: draining the workers");
+        } else {
+            tracing::info!(
+                "{signal} received: serving on for server.shutdown_delay ({:?}), then \
+                 draining the workers; a second SIGTERM or SIGINT drains at once",
+                self.shutdown_delay
+            );
+        }
+    }
+
+    /// After a stop signal, keep serving for `server.shutdown_delay` while load
+    /// balancers stop sending. Workers that exit meanwhile are not replaced; the delay
+    /// ends early on a second signal or when no worker is left.
+    async fn linger(&mut self) {
+        if self.shutdown_delay.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.shutdown_delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!("server.shutdown_delay over: draining the workers");
+                    return;
+                }
+                signal = self.stop.recv() => {
+                    tracing::info!("{signal} received again: draining the workers now");
+                    return;
+                }
+                Some((pid, status)) = self.exited.recv() => {
+                    if self.remove_exited(pid, status).is_some_and(|w| !w.stopping) {
+                        tracing::warn!(
+                            pid,
+                            "worker exited ({}) during server.shutdown_delay; not replaced",
+                            describe(status)
+                        );
+                    }
+                    if self.workers.is_empty() {
+                        tracing::info!("no worker left: draining now");
+                        return;
+                    }
+                }
+                Some(request) = self.recycle_requested.recv() => {
+                    tracing::debug!(pid = request.pid, "not recycled: the gateway is stopping");
+                }
+            }
+        }
     }
 
     /// Start a worker for `slot`: this binary, same arguments, plus the handoff.
@@ -504,9 +562,27 @@ impl Supervisor {
         self.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// SIGTERM every worker, wait for them within the graceful timeout, then kill.
+    /// Refuse new connections, SIGTERM every worker, wait for them within the graceful
+    /// timeout, then kill.
     async fn stop_all(&mut self) {
         self.health.draining();
+        // Every connection is either taken by a worker or refused at once, never queued
+        // for no one and reset when the last descriptor closes: the workers, still
+        // accepting, empty the queues first (bounded), then the sockets refuse.
+        let deadline = Instant::now() + QUEUE_HANDOFF;
+        while self
+            .listeners
+            .iter()
+            .any(BoundListener::has_queued_connections)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for listener in &mut self.listeners {
+            if let Err(error) = listener.refuse_new_connections() {
+                tracing::warn!("cannot shut {} down: {error}", listener.describe());
+            }
+        }
         for (pid, worker) in self.workers.iter_mut() {
             // One already stopping (draining, or exiting after a failed start) is not
             // signalled again: a worker that failed to start has no handler yet, and
