@@ -39,7 +39,7 @@ use std::process::ExitCode;
 
 use cli::{config_file, Cli, Command};
 use config::{CliOverrides, ConfigError, LoadedConfig};
-use workers::{Stopped, WorkerHandoff, EXIT_RECYCLE};
+use workers::WorkerHandoff;
 
 /// Exit status of a configuration error (as `check` documents).
 const EXIT_CONFIG: u8 = 2;
@@ -221,8 +221,7 @@ fn serve(
             code
         }
         Some(handoff) => match runtime.block_on(workers::worker::run(loaded, prepared, handoff)) {
-            Ok(Stopped::Signal) => ExitCode::SUCCESS,
-            Ok(Stopped::Recycle) => ExitCode::from(EXIT_RECYCLE as u8),
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 // Logging is up by now: the error goes where operators look.
                 tracing::error!("{error}");

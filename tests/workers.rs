@@ -111,7 +111,7 @@ fn max_requests_recycles_the_worker() {
     });
     assert_ne!(first, later);
     gateway.wait_for_log("server.max_requests reached");
-    gateway.wait_for_log("worker recycled; starting its replacement");
+    gateway.wait_for_log("replacement ready; draining the recycled worker");
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn a_request_past_the_timeout_gets_504_and_its_worker_is_replaced() {
         pid_of(&gateway).filter(|pid| *pid != before)
     });
     assert_ne!(before, after);
-    gateway.wait_for_log("worker recycled; starting its replacement");
+    gateway.wait_for_log("replacement ready; draining the recycled worker");
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn a_worker_over_max_rss_is_recycled() {
         .config("[server]\nmax_rss = \"1MiB\"\n")
         .start();
     gateway.wait_for_log("server.max_rss exceeded");
-    gateway.wait_for_log("worker recycled; starting its replacement");
+    gateway.wait_for_log("replacement ready; draining the recycled worker");
 }
 
 #[test]

@@ -25,7 +25,7 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "super::units::worker_count")]
     pub workers: usize,
     /// Recycle a worker after this many requests (0: never), as gunicorn's
-    /// `max_requests`; it drains gracefully while a fresh one takes over.
+    /// `max_requests`: a fresh worker is started, and once it serves the old one drains.
     pub max_requests: u64,
     /// Add a random 0..=jitter to `max_requests` per worker, so workers do not all
     /// recycle at once.
@@ -63,6 +63,12 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long requests in flight may take to finish before exit.
     #[serde(with = "duration")]
     pub graceful_timeout: Duration,
+    /// On SIGTERM/SIGINT, keep accepting and serving for this long before draining
+    /// (`/readyz` answers 503 meanwhile), so load balancers and Kubernetes endpoints
+    /// stop sending new connections first. A second signal drains at once. 0: drain at
+    /// once.
+    #[serde(with = "duration")]
+    pub shutdown_delay: Duration,
     /// How long an idle keep-alive connection is kept open (gunicorn's `keepalive`).
     #[serde(with = "duration")]
     pub keepalive_timeout: Duration,
@@ -109,6 +115,7 @@ impl Default for ServerConfig {
             backlog: 2048,
             http2: true,
             graceful_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             keepalive_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),

@@ -35,6 +35,45 @@ impl BoundListener {
         }
     }
 
+    /// True while connections wait in this socket's accept queue (in any process).
+    pub fn has_queued_connections(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd, without waiting.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & libc::POLLIN != 0
+    }
+
+    /// Make new connections fail at once, for every process that holds this socket
+    /// (closing one descriptor would not: the workers share it). Call it while the
+    /// workers still accept, once [`Self::has_queued_connections`] is false.
+    ///
+    /// - TCP: `shutdown(SHUT_RD)` on the listening socket: it stops listening, so a
+    ///   connect gets ECONNREFUSED and `accept` in the workers fails with EINVAL. What
+    ///   is still queued is reset, hence the empty queue first: then only a connection
+    ///   that arrived in the instant between the check and this call is lost.
+    /// - Unix: the socket file is removed (a connect gets ENOENT) and the queue stays
+    ///   for the workers. Not `shutdown`: a shut-down unix listener stays readable
+    ///   while `accept` says EAGAIN, and tokio's accept would spin on it.
+    pub fn refuse_new_connections(&mut self) -> std::io::Result<()> {
+        match self {
+            BoundListener::Tcp(listener) | BoundListener::Tls(listener) => {
+                // SAFETY: shutdown(2) on a descriptor this value owns.
+                if unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) } == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            }
+            BoundListener::Unix { path, .. } => match path.take() {
+                Some(file) => std::fs::remove_file(file),
+                None => Ok(()),
+            },
+        }
+    }
+
     /// `"tcp"` or `"unix"`, for the handoff.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -146,6 +146,12 @@ async fn accept_loop(
         };
         let (stream, info) = match accepted {
             Ok(accepted) => accepted,
+            // The supervisor shut the listening socket down (the gateway is stopping:
+            // see `BoundListener::refuse_new_connections`); there is nothing left to take.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!("the listening socket was shut down; no more connections");
+                return;
+            }
             Err(error) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {error}");

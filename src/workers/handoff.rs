@@ -1,11 +1,12 @@
-//! How the supervisor hands listening sockets and a readiness pipe to a worker.
+//! How the supervisor hands listening sockets and a control pipe to a worker.
 //!
 //! The supervisor binds every listener once (so port 0 resolves once and no queued
 //! connection is lost when a worker exits) and starts each worker as the same binary
 //! with the same arguments, plus these environment variables:
 //! - `WSGI_GATEWAY_WORKER`: the worker's slot number;
 //! - `WSGI_GATEWAY_LISTEN_FDS`: inherited listener descriptors, `3:tcp,4:unix`;
-//! - `WSGI_GATEWAY_READY_FD`: a pipe the worker writes one byte to once it serves;
+//! - `WSGI_GATEWAY_CONTROL_FD`: a pipe on which the worker tells the supervisor, one
+//!   byte per [`WorkerMessage`], that it serves and, later, that it wants to be replaced;
 //! - `WSGI_GATEWAY_METRICS_FD`: the shared memory the worker counts its metrics in.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -14,11 +15,39 @@ use crate::server::BoundListener;
 
 const WORKER: &str = "WSGI_GATEWAY_WORKER";
 const LISTEN_FDS: &str = "WSGI_GATEWAY_LISTEN_FDS";
-const READY_FD: &str = "WSGI_GATEWAY_READY_FD";
+const CONTROL_FD: &str = "WSGI_GATEWAY_CONTROL_FD";
 const METRICS_FD: &str = "WSGI_GATEWAY_METRICS_FD";
 
-/// Exit code of a worker that stopped to be replaced (max_requests, reload): not a crash.
-pub const EXIT_RECYCLE: i32 = 3;
+/// What a worker tells its supervisor on the control pipe.
+///
+/// A recycle is a message, not an exit code: any exit the supervisor did not ask for is a
+/// crash, whatever its code (an application may call `os._exit(3)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerMessage {
+    /// The application is imported and the worker accepts connections.
+    Ready,
+    /// `max_requests`, `max_rss` or `timeout` was reached: start a replacement, then
+    /// send this worker SIGTERM. It keeps serving until then.
+    Recycle,
+}
+
+impl WorkerMessage {
+    fn byte(self) -> u8 {
+        match self {
+            WorkerMessage::Ready => b'R',
+            WorkerMessage::Recycle => b'Q',
+        }
+    }
+
+    /// The message a byte read from the pipe stands for.
+    pub(crate) fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            b'R' => Some(WorkerMessage::Ready),
+            b'Q' => Some(WorkerMessage::Recycle),
+            _ => None,
+        }
+    }
+}
 
 /// What a worker process inherited from its supervisor.
 pub struct WorkerHandoff {
@@ -26,7 +55,7 @@ pub struct WorkerHandoff {
     pub slot: usize,
     /// Listening sockets, in `server.bind` order.
     pub listeners: Vec<BoundListener>,
-    ready: Option<OwnedFd>,
+    control: Option<std::fs::File>,
     /// The descriptor of the metrics region, if one was handed over.
     pub metrics_fd: Option<RawFd>,
 }
@@ -55,36 +84,49 @@ impl WorkerHandoff {
                 })
             })
             .collect();
-        let ready = std::env::var(READY_FD)
+        let control = std::env::var(CONTROL_FD)
             .ok()
             .and_then(|fd| fd.parse::<RawFd>().ok())
-            // SAFETY: as above; the write end of the readiness pipe is ours.
+            // SAFETY: as above; the write end of the control pipe is ours.
             .map(|fd| unsafe {
                 close_on_exec(fd);
-                OwnedFd::from_raw_fd(fd)
+                std::fs::File::from(OwnedFd::from_raw_fd(fd))
             });
         let metrics_fd = std::env::var(METRICS_FD)
             .ok()
             .and_then(|fd| fd.parse::<RawFd>().ok());
         // Children of the worker (subprocesses of the app) must not inherit these.
         // Called at start-up, before any other thread reads the environment.
-        for name in [WORKER, LISTEN_FDS, READY_FD, METRICS_FD] {
+        for name in [WORKER, LISTEN_FDS, CONTROL_FD, METRICS_FD] {
             std::env::remove_var(name);
         }
         Some(Self {
             slot,
             listeners,
-            ready,
+            control,
             metrics_fd,
         })
     }
 
     /// Tell the supervisor this worker serves.
-    pub fn signal_ready(&mut self) {
-        if let Some(fd) = self.ready.take() {
-            let file = std::fs::File::from(fd);
-            let _ = std::io::Write::write_all(&mut &file, b"R");
-        }
+    pub fn signal_ready(&self) {
+        let _ = self.send(WorkerMessage::Ready);
+    }
+
+    /// Ask the supervisor for a replacement; it sends SIGTERM once the replacement
+    /// serves. False if the supervisor cannot be told (it is gone).
+    pub fn request_recycle(&self) -> bool {
+        self.send(WorkerMessage::Recycle).is_ok()
+    }
+
+    /// One byte: a pipe write that small is atomic and, with nothing else ever
+    /// written, never blocks.
+    fn send(&self, message: WorkerMessage) -> std::io::Result<()> {
+        let control = self
+            .control
+            .as_ref()
+            .ok_or(std::io::ErrorKind::NotConnected)?;
+        std::io::Write::write_all(&mut &*control, &[message.byte()])
     }
 }
 
@@ -92,7 +134,7 @@ impl WorkerHandoff {
 pub fn worker_env(
     slot: usize,
     listeners: &[BoundListener],
-    ready_fd: RawFd,
+    control_fd: RawFd,
     metrics_fd: Option<RawFd>,
 ) -> Vec<(&'static str, String)> {
     let fds = listeners
@@ -103,7 +145,7 @@ pub fn worker_env(
     let mut env = vec![
         (WORKER, slot.to_string()),
         (LISTEN_FDS, fds),
-        (READY_FD, ready_fd.to_string()),
+        (CONTROL_FD, control_fd.to_string()),
     ];
     if let Some(fd) = metrics_fd {
         env.push((METRICS_FD, fd.to_string()));

@@ -3,7 +3,8 @@
 //! `wsgi-gateway serve` starts as the supervisor ([`supervise`]), which binds the
 //! listeners and runs `server.workers` copies of itself as workers; a worker finds its
 //! [`WorkerHandoff`] in the environment and serves with [`worker::run`] until it is told
-//! to stop or asks to be recycled ([`recycle`]).
+//! to stop. A worker that should be recycled ([`recycle`]) asks the supervisor for a
+//! replacement and keeps serving until that one is ready.
 
 pub mod admin;
 mod apps;
@@ -16,6 +17,5 @@ pub mod worker;
 
 pub use apps::load as load_apps;
 pub use error::WorkersError;
-pub use handoff::{WorkerHandoff, EXIT_RECYCLE};
+pub use handoff::WorkerHandoff;
 pub use supervisor::supervise;
-pub use worker::Stopped;

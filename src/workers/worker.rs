@@ -1,6 +1,10 @@
 //! A worker's life: load the application, serve on the listeners the supervisor bound,
-//! and on SIGTERM/SIGINT (or a recycle: `max_requests`, `max_rss`, `timeout`) stop
-//! accepting, let requests in flight finish within `server.graceful_timeout`, return.
+//! and on SIGTERM/SIGINT stop accepting, let requests in flight finish within
+//! `server.graceful_timeout`, return.
+//!
+//! A recycle (`max_requests`, `max_rss`, `timeout`) does not stop the worker: it asks the
+//! supervisor for a replacement and serves on until the supervisor, once the
+//! replacement is ready, sends it SIGTERM. So even a single worker leaves no gap.
 
 use std::sync::Arc;
 
@@ -12,21 +16,12 @@ use crate::server::{ConnectionSettings, Listeners};
 use crate::startup::Prepared;
 use crate::{pipeline, wsgi};
 
-/// How a worker's serving ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// A stop signal: the process should exit 0.
-    Signal,
-    /// The worker asked to be replaced (`max_requests`, `max_rss`, `timeout`).
-    Recycle,
-}
-
-/// Serve until a stop signal or a recycle, then drain.
+/// Serve until a stop signal, then drain. The process then exits 0, also after a recycle.
 pub async fn run(
     loaded: LoadedConfig,
     prepared: Prepared,
     mut handoff: WorkerHandoff,
-) -> Result<Stopped, WorkersError> {
+) -> Result<(), WorkersError> {
     let config = &loaded.config;
     if let Some(fd) = handoff.metrics_fd.take() {
         // SAFETY: the supervisor handed this memfd to this process alone.
@@ -59,37 +54,61 @@ pub async fn run(
     let listeners = std::mem::take(&mut handoff.listeners);
     let server = Listeners::serve(listeners, tls, service, settings)?;
 
-    tracing::info!(
-        slot = handoff.slot,
-        pid = std::process::id(),
-        "worker serving"
-    );
+    // Handlers first: the supervisor may send SIGTERM as soon as it reads "ready".
+    let mut stop = StopSignals::new()?;
+    let pid = std::process::id();
+    tracing::info!(slot = handoff.slot, pid, "worker serving");
     handoff.signal_ready();
-    let stopped = tokio::select! {
-        result = wait_for_stop_signal() => {
-            result?;
-            Stopped::Signal
+    let mut replacement_requested = false;
+    loop {
+        tokio::select! {
+            signal = stop.recv() => {
+                tracing::info!(pid, "{signal} received");
+                break;
+            }
+            reason = recycle.requested(), if !replacement_requested => {
+                replacement_requested = true;
+                if handoff.request_recycle() {
+                    tracing::info!(
+                        pid,
+                        requests = recycle.served(),
+                        "{reason}: asked the supervisor for a replacement; serving until it is ready"
+                    );
+                } else {
+                    // No supervisor to start one (it died; its SIGTERM is on the way).
+                    tracing::warn!(pid, "{reason}: the supervisor cannot be told; draining");
+                    break;
+                }
+            }
         }
-        reason = recycle.requested() => {
-            tracing::info!(requests = recycle.served(), "{reason}: draining this worker for a fresh one");
-            Stopped::Recycle
-        }
-    };
+    }
     server.drain(config.server.graceful_timeout).await;
     tokio::task::spawn_blocking(wsgi::run_exit_handlers)
         .await
         .expect("atexit handlers panicked");
-    Ok(stopped)
+    Ok(())
 }
 
-/// Wait for SIGTERM or SIGINT.
-async fn wait_for_stop_signal() -> Result<(), WorkersError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).map_err(WorkersError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(WorkersError::Signals)?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, registered once for the worker's life.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self, WorkersError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(WorkersError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(WorkersError::Signals)?,
+        })
     }
-    Ok(())
+
+    /// The next stop signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }

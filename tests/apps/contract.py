@@ -504,7 +504,8 @@ def paste_app_factory(global_conf, **local_conf):
 
 
 def crash_app(environ, start_response):
-    """/crash ends the worker process at once, as a segfault would."""
+    """/crash ends the worker process at once, as a segfault would; ?code=N exits with N
+    (default 1)."""
     if environ["PATH_INFO"] == "/crash":
-        os._exit(1)
+        os._exit(int(_query(environ).get("code", "1")))
     return application(environ, start_response)
