@@ -297,3 +297,44 @@ fn shutdown_delay_ends_by_itself_then_the_workers_drain() {
     });
     assert!(over < drain, "{logs}");
 }
+
+#[test]
+fn a_client_connecting_while_the_app_imports_is_refused_at_once_not_reset() {
+    let dir = common::scratch_dir("slow-import");
+    // An import that takes a while, then fails.
+    std::fs::write(
+        dir.join("slowbroken.py"),
+        "import time\ntime.sleep(2)\nraise RuntimeError('this app does not load')\n",
+    )
+    .unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let builder = common::GatewayBuilder::new()
+        .cwd(&dir)
+        .app("slowbroken")
+        .no_bind_flag()
+        .arg(&format!("--bind=127.0.0.1:{port}"));
+    let run = std::thread::spawn(move || builder.run());
+    // While the worker imports, every attempt is refused on the spot: the socket is
+    // bound (the port is ours) but does not listen until an app is loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let mut attempts = 0;
+    while std::time::Instant::now() < deadline {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused),
+            Ok(_) => panic!("a connection was accepted into a queue no worker serves yet"),
+        }
+        attempts += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(attempts > 10);
+    let output = run.join().unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        output.stderr.contains("this app does not load"),
+        "{}",
+        output.stderr
+    );
+}

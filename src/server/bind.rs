@@ -118,15 +118,12 @@ impl BoundListener {
     }
 }
 
-/// Bind listening sockets (`backlog` pending connections) for one address: one per
-/// address a TCP name resolves to, or the unix socket (a stale socket file is replaced;
-/// the file gets `unix_mode`).
-pub fn bind(
-    address: &BindAddress,
-    backlog: u32,
-    unix_mode: u32,
-) -> std::io::Result<Vec<BoundListener>> {
-    let backlog = backlog.min(i32::MAX as u32) as i32;
+/// Bind sockets for one address: one per address a TCP name resolves to, or the unix
+/// socket (a stale socket file is replaced; the file gets `unix_mode`). They do not
+/// listen yet: a worker starts listening once its application is loaded ([`listen`]),
+/// so a client that connects while the app imports is refused at once instead of
+/// waiting in a queue that an import error would reset.
+pub fn bind(address: &BindAddress, unix_mode: u32) -> std::io::Result<Vec<BoundListener>> {
     match address {
         BindAddress::Tcp(text) => {
             let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
@@ -144,7 +141,6 @@ pub fn bind(
                 socket
                     .bind(&address.into())
                     .map_err(|e| std::io::Error::new(e.kind(), format!("{address}: {e}")))?;
-                socket.listen(backlog)?;
                 listeners.push(BoundListener::Tcp(socket.into()));
             }
             Ok(listeners)
@@ -163,13 +159,23 @@ pub fn bind(
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
             socket.bind(&SockAddr::unix(path)?)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
-            socket.listen(backlog)?;
             Ok(vec![BoundListener::Unix {
                 listener: socket.into(),
                 path: Some(path.clone()),
             }])
         }
     }
+}
+
+/// Start listening on an inherited socket with room for `backlog` pending connections
+/// (again, harmlessly, when another worker already did).
+pub fn listen(listener: &BoundListener, backlog: u32) -> std::io::Result<()> {
+    let backlog = backlog.min(i32::MAX as u32) as i32;
+    // SAFETY: listen(2) on a socket descriptor this process holds open.
+    if unsafe { libc::listen(listener.raw_fd(), backlog) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Bind every listener the configuration names (the supervisor does, once):
@@ -187,7 +193,7 @@ pub fn bind_all(
     let mut listeners = Vec::new();
     for (address, is_tls) in plain.chain(tls) {
         let fail = |error: std::io::Error| (address.to_string(), error);
-        for listener in bind(address, server.backlog, mode).map_err(fail)? {
+        for listener in bind(address, mode).map_err(fail)? {
             listeners.push(match listener {
                 BoundListener::Tcp(tcp) if is_tls => BoundListener::Tls(tcp),
                 other => other,

@@ -51,6 +51,7 @@ pub struct ConnectionSettings {
     keepalive_timeout: Duration,
     header_timeout: Duration,
     framing: super::framing::FramingRules,
+    backlog: u32,
 }
 
 impl ConnectionSettings {
@@ -95,6 +96,11 @@ impl ConnectionSettings {
         }
     }
 
+    /// The listen(2) backlog of the listeners.
+    pub fn backlog(&self) -> u32 {
+        self.backlog
+    }
+
     /// How long a client may take to send a request head (and to finish a TLS
     /// handshake).
     pub fn header_timeout(&self) -> Duration {
@@ -132,6 +138,7 @@ impl ConnectionSettings {
             proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
+            backlog: config.server.backlog,
             framing: super::framing::FramingRules {
                 permit_unconventional_methods: config.limits.permit_unconventional_methods,
             },

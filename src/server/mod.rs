@@ -44,6 +44,10 @@ impl Listeners {
         let connections = Arc::new(ConnectionCount::default());
         let mut accept_loops = Vec::new();
         for listener in listeners {
+            bind::listen(&listener, settings.backlog()).map_err(|source| ServerError::Bind {
+                address: listener.describe(),
+                source,
+            })?;
             let listener =
                 into_runtime(listener, tls.as_ref()).map_err(|source| ServerError::Bind {
                     address: "inherited listener".into(),
