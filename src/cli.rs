@@ -28,6 +28,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the application until SIGTERM or SIGINT.
+    #[command(
+        after_help = "Every key a flag sets (in brackets) and every other one is \
+        described in config/gateway.toml, the annotated reference configuration; \
+        wsgi-gateway config prints the merged configuration with each value's source."
+    )]
     Serve(ServeArgs),
     /// Check a configuration as `serve` would (files, layers, importing every app) and
     /// exit: 0 if it is valid, 2 with every problem found if not.
