@@ -211,6 +211,7 @@ fn counts_survive_worker_restarts_which_are_counted_by_reason() {
         assert_eq!(gateway.get("/calls").status, 200);
     }
     // SIGKILL: the worker cannot report anything on its way out.
+    // SAFETY: kill(2) on a worker pid this test read from the gateway.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     gateway.wait_for_log("worker crashed");
     let text = eventually("the replacement worker", || {

@@ -198,6 +198,7 @@ fn a_crashed_worker_is_replaced_after_the_binary_was_upgraded_in_place() {
     // A package upgrade replaces the file: the running binary's is gone.
     std::fs::remove_file(&binary).unwrap();
     std::fs::write(&binary, b"#!/bin/sh\nexit 1\n").unwrap();
+    // SAFETY: kill(2) on a worker pid this test read from the gateway.
     unsafe { libc::kill(before as i32, libc::SIGKILL) };
     gateway.wait_for_log("worker crashed");
     let after = eventually("a replacement worker", || {

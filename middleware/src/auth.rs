@@ -35,15 +35,20 @@ pub enum AuthError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// A line of the htpasswd file is not `user:hash` with a supported hash.
     #[error("{path} line {line}: {message}")]
     Entry {
+        /// The file (or variable).
         path: String,
+        /// The line, from 1.
         line: usize,
+        /// What is wrong with it.
         message: String,
     },
     /// No credentials at all.

@@ -11,7 +11,9 @@ pub enum ConfigError {
     /// The config file named with `--config` does not exist or cannot be read.
     #[error("config file {path}: {source}")]
     Unreadable {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },

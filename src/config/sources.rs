@@ -6,13 +6,13 @@ use figment::value::{Dict, Map, Value};
 use figment::{Error, Metadata, Profile, Provider};
 
 /// The prefix of configuration variables.
-pub const ENV_PREFIX: &str = "GATEWAY_";
+pub(super) const ENV_PREFIX: &str = "GATEWAY_";
 
 /// Variables with the prefix that are not configuration keys.
 const NOT_KEYS: &[&str] = &["GATEWAY_CONFIG", "GATEWAY_TEST_VENV"];
 
 /// `GATEWAY_<SECTION>__<KEY>` variables (nested keys joined with `__`).
-pub struct Variables;
+pub(super) struct Variables;
 
 impl Variables {
     fn env() -> figment::providers::Env {

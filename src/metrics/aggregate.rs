@@ -69,7 +69,7 @@ pub struct SeriesTotals {
 }
 
 /// One of the request histograms, as both exporters name and read it.
-pub struct HistogramFamily {
+pub(super) struct HistogramFamily {
     /// The OpenTelemetry name.
     pub otel_name: &'static str,
     /// The Prometheus name (unit suffix included).
@@ -85,7 +85,7 @@ pub struct HistogramFamily {
 }
 
 /// The request histograms.
-pub const HISTOGRAMS: [HistogramFamily; 3] = [
+pub(super) const HISTOGRAMS: [HistogramFamily; 3] = [
     HistogramFamily {
         otel_name: "http.server.request.duration",
         prometheus_name: "http_server_request_duration_seconds",

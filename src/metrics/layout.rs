@@ -12,27 +12,27 @@ use std::time::Duration;
 
 /// Bumped whenever the layout changes: a worker started from a newer binary during a
 /// reload must not write into a region shaped for another.
-pub const LAYOUT_VERSION: u64 = 1;
+pub(super) const LAYOUT_VERSION: u64 = 1;
 /// Marks a region as initialised by this code.
 const MAGIC: u64 = u64::from_be_bytes(*b"wsgigwm\0");
 
 /// Request methods with a label of their own; anything else is `_OTHER` (as the HTTP
 /// semantic conventions ask, to bound cardinality).
-pub const METHODS: [&str; 10] = [
+pub(super) const METHODS: [&str; 10] = [
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "_OTHER",
 ];
 /// `url.scheme` values.
-pub const SCHEMES: [&str; 2] = ["http", "https"];
+pub(super) const SCHEMES: [&str; 2] = ["http", "https"];
 /// `network.protocol.version` values.
-pub const VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
+pub(super) const VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
 
 /// Upper bounds (seconds) of the request duration buckets: the ones the HTTP semantic
 /// conventions recommend.
-pub const DURATION_BOUNDS: [f64; 14] = [
+pub(super) const DURATION_BOUNDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 /// Upper bounds (bytes) of the body size buckets.
-pub const SIZE_BOUNDS: [f64; 11] = [
+pub(super) const SIZE_BOUNDS: [f64; 11] = [
     0.0,
     64.0,
     256.0,
@@ -46,12 +46,12 @@ pub const SIZE_BOUNDS: [f64; 11] = [
     16_777_216.0,
 ];
 /// Buckets of a duration histogram: one per bound, plus one above the last.
-pub const DURATION_BUCKETS: usize = DURATION_BOUNDS.len() + 1;
+pub(super) const DURATION_BUCKETS: usize = DURATION_BOUNDS.len() + 1;
 /// Buckets of a size histogram.
-pub const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
+pub(super) const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
 
 /// Request series one worker can hold before new label sets go to the overflow series.
-pub const SERIES_CAPACITY: usize = 256;
+pub(super) const SERIES_CAPACITY: usize = 256;
 
 /// The labels of one request series, packed into a non-zero `u64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,7 +107,7 @@ impl SeriesKey {
 }
 
 /// The index of `method` in [`METHODS`].
-pub fn method_index(method: &http::Method) -> u8 {
+pub(super) fn method_index(method: &http::Method) -> u8 {
     let index = METHODS[..METHODS.len() - 1]
         .iter()
         .position(|known| *known == method.as_str())
@@ -116,12 +116,12 @@ pub fn method_index(method: &http::Method) -> u8 {
 }
 
 /// The index of a scheme in [`SCHEMES`].
-pub fn scheme_index(scheme: &str) -> u8 {
+pub(super) fn scheme_index(scheme: &str) -> u8 {
     u8::from(scheme == "https")
 }
 
 /// The index of a protocol version in [`VERSIONS`].
-pub fn version_index(version: http::Version) -> u8 {
+pub(super) fn version_index(version: http::Version) -> u8 {
     match version {
         http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
         http::Version::HTTP_11 => 1,

@@ -15,7 +15,7 @@ use crate::config::{RedirectOptions, RespondAction};
 
 /// `redirect`: answers with a `Location` built from the target and the request.
 #[derive(Clone, Debug)]
-pub struct Redirect {
+pub(super) struct Redirect {
     to: String,
     status: StatusCode,
     keep_path: bool,
@@ -26,7 +26,7 @@ pub struct Redirect {
 
 impl Redirect {
     /// A redirect for a route mounted at `prefix`.
-    pub fn new(options: &RedirectOptions, prefix: &str) -> Result<Self, String> {
+    pub(super) fn new(options: &RedirectOptions, prefix: &str) -> Result<Self, String> {
         let status = StatusCode::from_u16(options.status).map_err(|e| e.to_string())?;
         HeaderValue::try_from(options.to.as_str())
             .map_err(|_| format!("{:?} cannot be a Location", options.to))?;
@@ -86,7 +86,7 @@ impl Service<Request<Body>> for Redirect {
 
 /// `respond`: the same status, headers and body for every request.
 #[derive(Clone, Debug)]
-pub struct Respond {
+pub(super) struct Respond {
     status: StatusCode,
     headers: HeaderMap,
     body: bytes::Bytes,
@@ -94,7 +94,7 @@ pub struct Respond {
 
 impl Respond {
     /// A fixed response.
-    pub fn new(action: &RespondAction) -> Result<Self, String> {
+    pub(super) fn new(action: &RespondAction) -> Result<Self, String> {
         let status = StatusCode::from_u16(action.status).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -16,7 +16,7 @@ use crate::types::ConnectionInfo;
 
 /// Apply the forwarding headers of a trusted peer to the request's [`ConnectionInfo`]
 /// (set by the server for every request) and its `Host`.
-pub fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request<B>) {
+pub(super) fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request<B>) {
     if proxies.is_empty() {
         return;
     }
@@ -35,7 +35,7 @@ pub fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request
 /// client used, the client's request arrived at the proxy, not at this socket:
 /// `info.local` becomes unknown, so `SERVER_PORT` is the forwarded host's port or the
 /// scheme's default (as waitress does), not the port the proxy connected to.
-pub fn apply(proxies: &TrustedProxies, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
+pub(super) fn apply(proxies: &TrustedProxies, info: &mut ConnectionInfo, headers: &mut HeaderMap) {
     let trusted = match info.peer {
         Some(peer) => proxies.trusts(peer.ip()),
         // A unix-socket peer: trusted when the list says "unix", or (as it always was)

@@ -31,7 +31,7 @@ where
 }
 
 /// Build the access log layer (opens its output).
-pub fn access_log(config: &AccessLogConfig, base: &Path) -> Result<NativeLayer, String> {
+pub(super) fn access_log(config: &AccessLogConfig, base: &Path) -> Result<NativeLayer, String> {
     let format = LogFormat::parse(&config.format).map_err(|e| format!("format: {e}"))?;
     let output = match Output::parse(&config.output) {
         Output::File(path) => Output::File(base.join(path)),
@@ -43,7 +43,7 @@ pub fn access_log(config: &AccessLogConfig, base: &Path) -> Result<NativeLayer, 
 }
 
 /// Build the compression layer.
-pub fn compression(config: &CompressionConfig) -> Result<NativeLayer, String> {
+pub(super) fn compression(config: &CompressionConfig) -> Result<NativeLayer, String> {
     let encodings = config
         .encodings
         .iter()
@@ -83,7 +83,7 @@ pub fn compression(config: &CompressionConfig) -> Result<NativeLayer, String> {
 }
 
 /// Build the auth layer (reads its credentials).
-pub fn auth(config: &AuthConfig, base: &Path) -> Result<NativeLayer, String> {
+pub(super) fn auth(config: &AuthConfig, base: &Path) -> Result<NativeLayer, String> {
     let scheme = match config.scheme {
         AuthScheme::Basic => {
             let path = config
@@ -117,7 +117,7 @@ pub fn auth(config: &AuthConfig, base: &Path) -> Result<NativeLayer, String> {
 }
 
 /// Build the static files layer (checks the folder).
-pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, String> {
+pub(super) fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, String> {
     if config.mount.is_empty() {
         return Err("mount is required (\"/static\", or \"/\" for everything)".into());
     }
@@ -125,7 +125,10 @@ pub fn static_files(config: &StaticConfig, base: &Path) -> Result<NativeLayer, S
 }
 
 /// The static files of a route: a miss is 404, other methods 405.
-pub fn static_terminal(config: &StaticConfig, base: &Path) -> Result<GatewayService, String> {
+pub(super) fn static_terminal(
+    config: &StaticConfig,
+    base: &Path,
+) -> Result<GatewayService, String> {
     Ok(static_layer(config, base)?.terminal().boxed_clone())
 }
 
@@ -160,7 +163,7 @@ fn header_ops(rules: &HeaderRules, direction: &str) -> Result<Vec<HeaderOp>, Str
 }
 
 /// Build the headers layer.
-pub fn headers(config: &HeadersConfig) -> Result<NativeLayer, String> {
+pub(super) fn headers(config: &HeadersConfig) -> Result<NativeLayer, String> {
     let mut layer = HeadersLayer::new();
     for op in header_ops(&config.request, "request")? {
         layer = layer.request(op);

@@ -174,7 +174,7 @@ impl Router {
 }
 
 /// The response future of [`Router`].
-pub type RouterFuture = Either<
+pub(super) type RouterFuture = Either<
     <GatewayService as Service<Request<Body>>>::Future,
     tower::util::Oneshot<GatewayService, Request<Body>>,
 >;

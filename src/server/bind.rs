@@ -123,7 +123,7 @@ impl BoundListener {
 /// listen yet: a worker starts listening once its application is loaded ([`listen`]),
 /// so a client that connects while the app imports is refused at once instead of
 /// waiting in a queue that an import error would reset.
-pub fn bind(address: &BindAddress, unix_mode: u32) -> std::io::Result<Vec<BoundListener>> {
+pub(super) fn bind(address: &BindAddress, unix_mode: u32) -> std::io::Result<Vec<BoundListener>> {
     match address {
         BindAddress::Tcp(text) => {
             let addresses: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
@@ -169,7 +169,7 @@ pub fn bind(address: &BindAddress, unix_mode: u32) -> std::io::Result<Vec<BoundL
 
 /// Start listening on an inherited socket with room for `backlog` pending connections
 /// (again, harmlessly, when another worker already did).
-pub fn listen(listener: &BoundListener, backlog: u32) -> std::io::Result<()> {
+pub(super) fn listen(listener: &BoundListener, backlog: u32) -> std::io::Result<()> {
     let backlog = backlog.min(i32::MAX as u32) as i32;
     // SAFETY: listen(2) on a socket descriptor this process holds open.
     if unsafe { libc::listen(listener.raw_fd(), backlog) } == -1 {

@@ -148,7 +148,7 @@ impl ConnectionSettings {
 
 /// Serve requests on `stream` until the client closes, the connection idles past the
 /// keep-alive timeout, or `shutdown` turns true (then requests in flight finish first).
-pub async fn serve<T>(
+pub(super) async fn serve<T>(
     stream: T,
     info: ConnectionInfo,
     tls: Option<crate::types::TlsSession>,

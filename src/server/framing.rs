@@ -47,14 +47,14 @@ const KEPT_TAIL: usize = 16;
 
 /// Settings of the check that come from the configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FramingRules {
+pub(super) struct FramingRules {
     /// Accept any RFC 9110 token as a method (`limits.permit_unconventional_methods`).
     pub permit_unconventional_methods: bool,
 }
 
 /// Why a request was refused; logged, never sent to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
+pub(super) enum Violation {
     /// A line of a head or trailer section ended in LF without CR.
     #[error("a line ends in LF without CR")]
     BareLf,
@@ -104,7 +104,7 @@ pub enum Violation {
 
 /// A violation and where it was found in the bytes just inspected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
+pub(super) struct Refused {
     /// Offset of the poisoned byte in the slice given to [`FramingCheck::inspect`].
     pub at: usize,
     /// What was wrong.
@@ -228,7 +228,7 @@ impl<'a> Line<'a> {
 
 /// Per-connection framing state; feed it every byte read, in order.
 #[derive(Debug)]
-pub struct FramingCheck {
+pub(super) struct FramingCheck {
     rules: FramingRules,
     phase: Phase,
     line: PartialLine,
@@ -243,7 +243,7 @@ impl Default for FramingCheck {
 
 impl FramingCheck {
     /// A check for a new connection.
-    pub fn new(rules: FramingRules) -> Self {
+    pub(super) fn new(rules: FramingRules) -> Self {
         Self {
             rules,
             phase: Phase::Preface { seen: 0 },
@@ -257,7 +257,7 @@ impl FramingCheck {
 
     /// Inspect newly read bytes. On a violation, the offending byte has been overwritten
     /// with NUL; nothing after it should reach hyper.
-    pub fn inspect(&mut self, bytes: &mut [u8]) -> Option<Refused> {
+    pub(super) fn inspect(&mut self, bytes: &mut [u8]) -> Option<Refused> {
         let mut at = 0;
         while at < bytes.len() {
             match self.phase.clone() {
@@ -507,7 +507,7 @@ impl FramingCheck {
     }
 
     /// True while part of a request head has arrived but not all of it.
-    pub fn head_in_progress(&self) -> bool {
+    pub(super) fn head_in_progress(&self) -> bool {
         matches!(self.phase, Phase::Head) && (self.head.lines > 0 || !self.line.is_empty())
     }
 }

@@ -14,7 +14,7 @@ use super::framing::{FramingCheck, FramingRules};
 /// only bumps counters; the connection task samples them about once a second, so no
 /// clock is read and no timer is reset per request.
 #[derive(Debug, Default)]
-pub struct ConnectionActivity {
+pub(super) struct ConnectionActivity {
     /// Incremented on every read and every finished response.
     events: AtomicU64,
     /// Requests whose response has not finished.
@@ -29,7 +29,7 @@ pub struct ConnectionActivity {
 
 /// A sample of [`ConnectionActivity`], compared between ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActivitySample {
+pub(super) struct ActivitySample {
     events: u64,
     in_flight: usize,
     head: Option<u64>,
@@ -37,29 +37,29 @@ pub struct ActivitySample {
 
 impl ActivitySample {
     /// No request in flight and no partial head: the connection waits for a request.
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.in_flight == 0 && self.head.is_none()
     }
 
     /// Part of a request head has arrived, not all of it.
-    pub fn head_is_partial(&self) -> bool {
+    pub(super) fn head_is_partial(&self) -> bool {
         self.head.is_some()
     }
 
     /// The same request head has been arriving since `earlier` was taken.
-    pub fn same_partial_head(&self, earlier: &ActivitySample) -> bool {
+    pub(super) fn same_partial_head(&self, earlier: &ActivitySample) -> bool {
         self.head.is_some() && self.head == earlier.head
     }
 
     /// Nothing happened between `earlier` and this sample.
-    pub fn unchanged_since(&self, earlier: &ActivitySample) -> bool {
+    pub(super) fn unchanged_since(&self, earlier: &ActivitySample) -> bool {
         self.events == earlier.events
     }
 }
 
 impl ConnectionActivity {
     /// Fresh activity for a new connection.
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -75,28 +75,28 @@ impl ConnectionActivity {
     }
 
     /// Record that the connection speaks HTTP/2.
-    pub fn saw_http2(&self) {
+    pub(super) fn saw_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
     }
 
     /// True once an HTTP/2 request was seen (or the preface).
-    pub fn is_http2(&self) -> bool {
+    pub(super) fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Relaxed)
     }
 
     /// A request has started.
-    pub fn request_started(&self) {
+    pub(super) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response has been sent completely (or abandoned).
-    pub fn request_finished(&self) {
+    pub(super) fn request_finished(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The current state, for comparison with a later sample.
-    pub fn sample(&self) -> ActivitySample {
+    pub(super) fn sample(&self) -> ActivitySample {
         let head = self
             .head_in_progress
             .load(Ordering::Relaxed)
@@ -121,7 +121,7 @@ enum Refusal {
 }
 
 /// A socket wrapped with the HTTP/1 framing check and activity tracking.
-pub struct GuardedIo<T> {
+pub(super) struct GuardedIo<T> {
     inner: T,
     framing: FramingCheck,
     activity: Arc<ConnectionActivity>,
@@ -131,7 +131,7 @@ pub struct GuardedIo<T> {
 impl<T> GuardedIo<T> {
     /// Wrap `inner`, checking its HTTP/1 framing under `rules` and recording reads in
     /// `activity`.
-    pub fn new(inner: T, activity: Arc<ConnectionActivity>, rules: FramingRules) -> Self {
+    pub(super) fn new(inner: T, activity: Arc<ConnectionActivity>, rules: FramingRules) -> Self {
         Self {
             inner,
             framing: FramingCheck::new(rules),

@@ -17,7 +17,7 @@ const V1_MAX: usize = 107;
 
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyHeaderError {
+pub(super) enum ProxyHeaderError {
     /// The connection ended or failed first.
     #[error("reading the PROXY header: {0}")]
     Io(#[from] std::io::Error),
@@ -28,7 +28,9 @@ pub enum ProxyHeaderError {
 
 /// Read the PROXY header; returns the client address it names (None for `UNKNOWN`
 /// or a v2 `LOCAL` command, which mean "use the connection's own peer").
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+pub(super) async fn read_header(
+    stream: &mut TcpStream,
+) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let mut peeked = [0u8; 232];
     loop {
         let n = stream.peek(&mut peeked).await?;
@@ -50,7 +52,7 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, P
 
 /// Parse a header at the start of `bytes`: its length and the client it names, or
 /// None if more bytes are needed.
-pub fn parse(bytes: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, ProxyHeaderError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, ProxyHeaderError> {
     if bytes.len() >= V2_SIGNATURE.len() && bytes.starts_with(V2_SIGNATURE) {
         return parse_v2(bytes);
     }

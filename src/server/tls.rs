@@ -20,8 +20,11 @@ pub enum TlsError {
     /// A PEM file could not be read or holds nothing usable.
     #[error("server.tls.{key}: {path}: {message}")]
     File {
+        /// The key under `server.tls` (`cert`, `key`, `client_ca`).
         key: &'static str,
+        /// The file.
         path: String,
+        /// What is wrong with it.
         message: String,
     },
     /// rustls refused the certificate, key or CA.

@@ -131,7 +131,7 @@ impl WorkerHandoff {
 }
 
 /// The environment that makes a child process a worker.
-pub fn worker_env(
+pub(super) fn worker_env(
     slot: usize,
     listeners: &[BoundListener],
     control_fd: RawFd,

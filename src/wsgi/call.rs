@@ -23,7 +23,7 @@ use super::response::{ResponseContext, SendStop, StartResponse};
 /// Serve `job` with the application. Never panics on application misbehaviour: every
 /// failure becomes a logged traceback and a 500 (or a cut connection once the head has
 /// been sent).
-pub fn run(py: Python<'_>, context: &AppContext, job: Job) {
+pub(super) fn run(py: Python<'_>, context: &AppContext, job: Job) {
     let Job {
         head,
         input,

@@ -38,7 +38,7 @@ pub enum Stage {
 }
 
 /// The outermost callable of the Python side and what its first segment holds.
-pub struct Composed {
+pub(super) struct Composed {
     /// What the pool threads call.
     pub callable: Py<PyAny>,
     /// The layers of the outermost Python segment, for its span (`wsgi.layers`).
@@ -48,7 +48,7 @@ pub struct Composed {
 /// Wrap `app` in `stages` (outermost first) and return the outermost callable. With
 /// `traced`, the app and each inner Python segment are called inside spans of their own
 /// ([`TracedCallable`]).
-pub fn compose(
+pub(super) fn compose(
     py: Python<'_>,
     app: Py<PyAny>,
     app_name: &str,

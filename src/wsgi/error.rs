@@ -8,15 +8,28 @@ pub enum WsgiError {
     Interpreter(String),
     /// The virtualenv is missing or made for another Python.
     #[error("app.virtualenv {path}: {message}")]
-    Virtualenv { path: String, message: String },
+    Virtualenv {
+        /// The virtualenv's folder.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The application could not be imported or is not callable; carries the traceback.
     #[error("cannot load the WSGI application {spec:?}:\n{traceback}")]
-    AppImport { spec: String, traceback: String },
+    AppImport {
+        /// The application as configured.
+        spec: String,
+        /// The Python traceback (or what is wrong).
+        traceback: String,
+    },
     /// A Python middleware could not be imported or built; carries the traceback.
     #[error("middleware[{entry}]: cannot build Python middleware {spec:?}:\n{traceback}")]
     Middleware {
+        /// Its position in `[[middleware]]`.
         entry: usize,
+        /// The factory as configured.
         spec: String,
+        /// The Python traceback (or what is wrong).
         traceback: String,
     },
     /// The Python thread pool is gone (the gateway is shutting down).

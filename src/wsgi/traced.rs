@@ -46,7 +46,7 @@ impl TracedCallable {
 }
 
 /// A span for the Python side, child of `parent`.
-pub fn segment_span(parent: &tracing::Span, name: &str, layers: &str) -> tracing::Span {
+pub(super) fn segment_span(parent: &tracing::Span, name: &str, layers: &str) -> tracing::Span {
     tracing::info_span!(
         target: crate::telemetry::SPAN_TARGET,
         parent: parent,

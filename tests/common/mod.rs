@@ -1,5 +1,5 @@
 //! Test harness: the real `wsgi-gateway` binary on port 0, spoken to over TCP.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

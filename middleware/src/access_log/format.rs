@@ -83,7 +83,7 @@ pub enum LogFormat {
 }
 
 /// gunicorn's default `access_log_format`, which is Apache's combined format.
-pub const COMBINED: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub(super) const COMBINED: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
 impl LogFormat {
     /// `"combined"`, `"json"`, or a gunicorn format string.
