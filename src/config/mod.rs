@@ -16,6 +16,7 @@ mod route;
 mod server;
 mod telemetry;
 pub mod units;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,10 @@ pub use route::{
 };
 pub use server::{ServerConfig, TlsConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};
+pub use upstream::{
+    Balance, ForwardedStyle, HashKey, HealthConfig, HostPolicy, ProxyTarget, ServerAddress,
+    ServerEntry, UpstreamConfig, UpstreamTls, WeightedServer,
+};
 
 /// The whole configuration of one gateway.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -55,6 +60,9 @@ pub struct GatewayConfig {
     /// `[[route]]`: ordered; the first whose conditions all hold takes the request.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[upstream.NAME]`: HTTP services routes proxy to (`proxy = "NAME"`).
+    #[serde(rename = "upstream")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Request size limits.
     pub limits: LimitsConfig,
     /// Logging.
@@ -265,7 +273,7 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
             [] => {
                 return invalid(
                     "",
-                    "no action: set one of app, static, redirect, respond".into(),
+                    "no action: set one of app, proxy, static, redirect, respond".into(),
                 )
             }
             several => {
@@ -305,11 +313,27 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
                     format!("no app named {name:?}; defined: {}", names.join(", ")),
                 );
             }
-        } else if has_python(&route.middleware) {
+        } else if has_python(&route.middleware) && route.proxy.is_none() {
             return invalid(
                 "middleware",
-                "a Python entry needs an app action below it".into(),
+                "a Python entry needs an app or proxy action below it".into(),
             );
+        }
+        if let Some(ProxyTarget::Named(name)) = &route.proxy {
+            if !config.upstreams.contains_key(name) {
+                let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+                return invalid(
+                    "proxy",
+                    format!(
+                        "no [upstream.{name}]; defined: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
         }
         if let Some(redirect) = &route.redirect {
             let status = redirect.options().status;
@@ -330,6 +354,69 @@ fn validate_routes(config: &GatewayConfig, figment: &Figment) -> Result<(), Conf
         }
         if route.is_catch_all() {
             catch_all = Some(index);
+        }
+    }
+    Ok(())
+}
+
+/// Upstream checks: servers present, weights, balancing key, health thresholds.
+fn validate_upstreams(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError> {
+    for (name, upstream) in &config.upstreams {
+        let invalid = |field: &str, message: String| {
+            Err(invalid_value(
+                figment,
+                &format!("upstream.{name}.{field}"),
+                message,
+            ))
+        };
+        if upstream.servers.is_empty() {
+            return invalid("servers", "at least one server is needed".into());
+        }
+        for server in &upstream.servers {
+            if !(1..=100).contains(&server.weight()) {
+                return invalid(
+                    "servers",
+                    format!("{}: weight must be 1..=100", server.address()),
+                );
+            }
+        }
+        if upstream.hash_by.is_some() && upstream.balance != Balance::Hash {
+            return invalid("hash_by", "applies only with balance = \"hash\"".into());
+        }
+        if upstream.retries > 10 {
+            return invalid(
+                "retries",
+                format!("must be 0..=10, got {}", upstream.retries),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", upstream.connect_timeout),
+            ("read_timeout", upstream.read_timeout),
+            ("health.interval", upstream.health.interval),
+            ("health.timeout", upstream.health.timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(field, "must be more than 0".into());
+            }
+        }
+        if let Some(prefix) = &upstream.strip_prefix {
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                return invalid(
+                    "strip_prefix",
+                    format!("{prefix:?} must start with '/' and not end with '/'"),
+                );
+            }
+        }
+        if let Some(path) = &upstream.health.path {
+            if !path.starts_with('/') {
+                return invalid("health.path", format!("{path:?} must start with '/'"));
+            }
+        }
+        if upstream.health.unhealthy_threshold == 0 || upstream.health.healthy_threshold == 0 {
+            return invalid("health", "thresholds must be at least 1".into());
+        }
+        if upstream.tls.cert.is_some() != upstream.tls.key.is_some() {
+            return invalid("tls", "set cert and key together".into());
         }
     }
     Ok(())
@@ -414,6 +501,7 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         }
     }
     validate_routes(config, figment)?;
+    validate_upstreams(config, figment)?;
     for (index, entry) in config.middleware.iter().enumerate() {
         if let MiddlewareConfig::Python(python) = entry {
             if python.factory.is_some() == python.filter_factory.is_some() {
