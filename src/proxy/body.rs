@@ -45,12 +45,16 @@ impl Release {
         match self.sender.poll_ready(cx) {
             Poll::Ready(Ok(())) => self.server.pool.checkin(self.sender),
             Poll::Ready(Err(_)) => {}
+            // Off the runtime (a Python thread dropping a bridged body), the
+            // connection is simply closed.
             Poll::Pending => {
-                tokio::spawn(async move {
-                    if self.sender.ready().await.is_ok() {
-                        self.server.pool.checkin(self.sender);
-                    }
-                });
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if self.sender.ready().await.is_ok() {
+                            self.server.pool.checkin(self.sender);
+                        }
+                    });
+                }
             }
         }
     }
@@ -101,6 +105,12 @@ impl http_body::Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.armed = false;
+                // hyper stops polling a body once its length is sent: release now.
+                if this.inner.is_end_stream() {
+                    if let Some(release) = this.release.take() {
+                        release.finish(cx);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(source))) => {
@@ -147,5 +157,16 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Read to its end but never polled past it: the connection is still good.
+        if http_body::Body::is_end_stream(&self.inner) {
+            if let Some(release) = self.release.take() {
+                release.finish(&mut Context::from_waker(std::task::Waker::noop()));
+            }
+        }
     }
 }
