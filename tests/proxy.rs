@@ -312,3 +312,223 @@ proxy = "good"
         assert_eq!(upstream_json(&gateway.get("/fine"))["server"], "good");
     }
 }
+
+/// One response head, 1xx included (`read_response` skips interim responses).
+fn read_head(reader: &mut impl std::io::BufRead) -> Option<Response> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    let status = lines.first()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines[1..]
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Some(Response {
+        version: "HTTP/1.1".into(),
+        status,
+        headers,
+        body: Vec::new(),
+        complete: true,
+    })
+}
+
+/// The server answering each of `count` requests to `target`.
+fn servers_answering(gateway: &Gateway, target: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            upstream_json(&gateway.get(target))["server"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_server_is_ejected_then_restored() {
+    let mut a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gateway = gateway(&format!(
+        r#"
+[upstream.pair]
+servers = ["{}", "{}"]
+health = {{ max_fails = 2, cooldown = "1s" }}
+[[route]]
+proxy = "pair"
+"#,
+        a.addr, b.addr
+    ));
+    let both = servers_answering(&gateway, "/x", 4);
+    assert!(
+        both.contains(&"a".to_owned()) && both.contains(&"b".to_owned()),
+        "{both:?}"
+    );
+    a.stop();
+    // Every request still succeeds: connect errors go to b, and a is ejected.
+    assert!(servers_answering(&gateway, "/x", 6)
+        .iter()
+        .all(|s| s == "b"));
+    gateway.wait_for_log("server ejected for 1s");
+    let a = a.restart();
+    // After its cooldown, a takes requests again.
+    eventually("a answers again", || {
+        servers_answering(&gateway, "/x", 2)
+            .contains(&"a".to_owned())
+            .then_some(())
+    });
+    gateway.wait_for_log("server answers again");
+    assert!(a.requests.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn active_health_checks_take_a_server_out_and_bring_it_back() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gateway = gateway(&format!(
+        r#"
+[upstream.pair]
+servers = ["{}", "{}"]
+[upstream.pair.health]
+path = "/healthz"
+interval = "100ms"
+unhealthy_threshold = 1
+healthy_threshold = 1
+[[route]]
+proxy = "pair"
+"#,
+        a.addr, b.addr
+    ));
+    a.healthy.store(false, Ordering::Relaxed);
+    gateway.wait_for_log("server taken out");
+    assert!(servers_answering(&gateway, "/x", 6)
+        .iter()
+        .all(|s| s == "b"));
+    a.healthy.store(true, Ordering::Relaxed);
+    gateway.wait_for_log("server back");
+    eventually("a answers again", || {
+        servers_answering(&gateway, "/x", 2)
+            .contains(&"a".to_owned())
+            .then_some(())
+    });
+}
+
+#[test]
+fn balancing_by_weight_and_by_key() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let c = Upstream::start("c");
+    let gateway = gateway(&format!(
+        r#"
+[upstream.weighted]
+servers = [{{ address = "{a}", weight = 3 }}, "{b}"]
+[upstream.by_user]
+servers = ["{a}", "{b}", "{c}"]
+balance = "hash"
+hash_by = "header:X-User"
+[upstream.by_cookie]
+servers = ["{a}", "{b}", "{c}"]
+balance = "hash"
+hash_by = "cookie:sid"
+[upstream.least]
+servers = ["{a}", "{b}"]
+balance = "least_requests"
+[[route]]
+path = "/weighted"
+proxy = "weighted"
+[[route]]
+path = "/user"
+proxy = "by_user"
+[[route]]
+path = "/cookie"
+proxy = "by_cookie"
+[[route]]
+path = "/least"
+proxy = "least"
+"#,
+        a = a.addr,
+        b = b.addr,
+        c = c.addr
+    ));
+    let answers = servers_answering(&gateway, "/weighted", 8);
+    let to_a = answers.iter().filter(|s| *s == "a").count();
+    assert_eq!(to_a, 6, "weight 3 to 1: {answers:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let name = format!("user{user}");
+        let first = upstream_json(&gateway.request("GET", "/user", &[("X-User", &name)], b""));
+        for _ in 0..2 {
+            let again = upstream_json(&gateway.request("GET", "/user", &[("X-User", &name)], b""));
+            assert_eq!(again["server"], first["server"], "{name} is sticky");
+        }
+        let cookie = format!("theme=dark; sid={name}");
+        let by_cookie =
+            upstream_json(&gateway.request("GET", "/cookie", &[("Cookie", &cookie)], b""));
+        let again = upstream_json(&gateway.request("GET", "/cookie", &[("Cookie", &cookie)], b""));
+        assert_eq!(by_cookie["server"], again["server"]);
+        seen.insert(first["server"].as_str().unwrap().to_owned());
+    }
+    assert!(seen.len() >= 2, "keys spread over the servers: {seen:?}");
+    // Nothing in flight anywhere: least_requests takes turns.
+    let answers = servers_answering(&gateway, "/least", 4);
+    assert!(answers.contains(&"a".to_owned()) && answers.contains(&"b".to_owned()));
+}
+
+#[test]
+fn websocket_echo_through_the_proxy() {
+    let api = Upstream::start("ws");
+    let gateway = gateway(&format!(
+        "[[route]]\npath = \"/ws\"\nproxy = \"http://{}\"\n",
+        api.addr
+    ));
+    let mut stream = gateway.connect();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let head = read_head(&mut reader).expect("a 101");
+    assert_eq!(head.status, 101, "{head:?}");
+    assert_eq!(head.header("upgrade"), Some("websocket"));
+    assert_eq!(
+        head.header("sec-websocket-accept"),
+        Some(upstream::accept_key(key).as_str())
+    );
+    // Frames both ways, including ones with bare LFs the HTTP/1 framing check would
+    // refuse in a request head.
+    // "\u{b}" masked with 1 is a bare LF on the wire.
+    for message in ["hello", "\u{b}line one\nline two", &"x".repeat(70_000)] {
+        let frame = upstream::frame_with(0x1, message.as_bytes(), Some([1, 2, 3, 4]));
+        stream.write_all(&frame).unwrap();
+        let (opcode, payload) = upstream::read_frame(&mut reader).expect("an echoed frame");
+        assert_eq!(opcode, 0x1);
+        assert_eq!(payload, message.as_bytes());
+    }
+    stream
+        .write_all(&upstream::frame_with(0x8, b"", Some([9, 9, 9, 9])))
+        .unwrap();
+    let (opcode, _) = upstream::read_frame(&mut reader).expect("a close frame");
+    assert_eq!(opcode, 0x8);
+    // An upgrade the upstream refuses is an ordinary response.
+    let response = gateway.request("GET", "/ws", &[], b"");
+    assert_eq!(response.status, 426, "{response:?}");
+    assert_eq!(
+        upstream_json(&gateway.get("/ws/other"))["target"],
+        "/ws/other"
+    );
+}

@@ -36,6 +36,8 @@ pub struct Upstream {
     /// When set, every request is served as if it asked for this path (`/reset`).
     pub act_as: Arc<std::sync::Mutex<Option<String>>>,
     stopped: Arc<AtomicBool>,
+    /// Connections being served now.
+    live: Arc<AtomicUsize>,
     name: String,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,6 +60,7 @@ impl Upstream {
             healthy: Arc::new(AtomicBool::new(true)),
             act_as: Arc::default(),
             stopped: Arc::default(),
+            live: Arc::default(),
             name: name.to_owned(),
             accept: None,
         };
@@ -69,6 +72,7 @@ impl Upstream {
             stopped: upstream.stopped.clone(),
         };
         let connections = upstream.connections.clone();
+        let live = upstream.live.clone();
         let stopped = upstream.stopped.clone();
         let accept = std::thread::spawn(move || loop {
             if stopped.load(Ordering::Relaxed) {
@@ -77,8 +81,13 @@ impl Upstream {
             match listener.accept() {
                 Ok((stream, _)) => {
                     connections.fetch_add(1, Ordering::Relaxed);
+                    live.fetch_add(1, Ordering::Relaxed);
                     let shared = shared.clone();
-                    std::thread::spawn(move || serve(stream, shared));
+                    let live = live.clone();
+                    std::thread::spawn(move || {
+                        serve(stream, shared);
+                        live.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(2));
@@ -101,11 +110,15 @@ impl Upstream {
         Self::start_on(&self.name, self.addr)
     }
 
-    /// Stop listening and close every connection (each within ~50 ms).
+    /// Stop listening and close every connection (returns once they are closed).
     pub fn stop(&mut self) {
         self.stopped.store(true, Ordering::Relaxed);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.live.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
