@@ -532,3 +532,406 @@ fn websocket_echo_through_the_proxy() {
         "/ws/other"
     );
 }
+
+/// The worker process of a one-worker gateway.
+fn worker_pid(gateway: &Gateway) -> u32 {
+    let supervisor = gateway.pid();
+    eventually("the worker process", || {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                let ppid: u32 = after_name.split(' ').nth(1)?.parse().ok()?;
+                (ppid == supervisor).then_some(pid)
+            })
+    })
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn streams_64_mib_each_way_without_buffering() {
+    const SIZE: u64 = 64 << 20;
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[[route]]\nproxy = \"http://{}\"\n[limits]\nmax_body_size = \"1GiB\"\n",
+        api.addr
+    ));
+    assert_eq!(upstream_json(&gateway.get("/warm-up"))["server"], "api");
+    let worker = worker_pid(&gateway);
+    let before = memory_kib(worker, "VmRSS");
+    // Up: a chunked upload, streamed to the upstream as it arrives.
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"POST /sink HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'u'; 1 << 20];
+    let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+    frame.extend_from_slice(&chunk);
+    frame.extend_from_slice(b"\r\n");
+    for _ in 0..SIZE >> 20 {
+        stream.write_all(&frame).unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let response = read_response(&mut BufReader::new(stream), false).unwrap();
+    assert_eq!(upstream_json(&response)["body_len"], SIZE);
+    // Down: read in small pieces, so the proxy must wait for this client.
+    let mut stream = gateway.connect();
+    stream
+        .write_all(
+            format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut received = 0u64;
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) => panic!("download failed after {received} bytes: {e}"),
+        }
+    }
+    assert!(received > SIZE, "the head and {SIZE} bytes: {received}");
+    let peak = memory_kib(worker, "VmHWM");
+    assert!(
+        peak < before + 24 * 1024,
+        "the worker's peak RSS grew from {before} KiB to {peak} KiB"
+    );
+}
+
+/// nginx from Debian with a server block the test writes, on a free port.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    /// Start nginx; `server` is the body of one `server {}` block; `{port}` in it is
+    /// replaced by the port it listens on.
+    fn start(name: &str, server: &str) -> Self {
+        let dir = scratch_dir(&format!("nginx-{name}"));
+        let port = refused_port().port();
+        let server = server.replace("{port}", &port.to_string());
+        let temp = |what: &str| dir.join(what).display().to_string();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {body};\n proxy_temp_path {proxy};\n\
+             fastcgi_temp_path {fcgi};\n uwsgi_temp_path {uwsgi};\n scgi_temp_path {scgi};\n\
+             server {{\n{server}\n}}\n}}\n",
+            pid = temp("nginx.pid"),
+            log = temp("error.log"),
+            body = temp("body"),
+            proxy = temp("proxy"),
+            fcgi = temp("fastcgi"),
+            uwsgi = temp("uwsgi"),
+            scgi = temp("scgi"),
+        );
+        let file = dir.join("nginx.conf");
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&file)
+            .arg("-p")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/nginx");
+        let deadline = Instant::now() + common::WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, port }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nginx_as_the_upstream() {
+    let nginx = Nginx::start(
+        "plain",
+        r#"listen 127.0.0.1:{port};
+location / { return 200 "$request_uri|$host|$http_x_forwarded_for|$http_x_forwarded_proto|$connection"; }"#,
+    );
+    let gateway = gateway(&format!(
+        "[[route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:{}\"\n",
+        nginx.port
+    ));
+    let mut connections = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let response = gateway.get("/hello?x=1");
+        assert_eq!(response.status, 200, "{response:?}");
+        let text = response.text();
+        let fields: Vec<&str> = text.split('|').collect();
+        assert_eq!(
+            &fields[..4],
+            ["/hello?x=1", "test.local", "127.0.0.1", "http"]
+        );
+        connections.insert(fields[4].to_owned());
+    }
+    assert_eq!(
+        connections.len(),
+        1,
+        "one kept-alive connection to nginx: {connections:?}"
+    );
+}
+
+#[test]
+fn https_upstreams_verify_against_a_ca_and_present_a_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = scratch_dir("proxy-pki");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Proxy Test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.clone().self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issue = |stem: &str, names: &[&str], common_name: &str| {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    };
+    issue("server", &["localhost", "127.0.0.1"], "localhost");
+    issue("client", &[], "gateway-client");
+    let d = dir.display();
+    let nginx = Nginx::start(
+        "tls",
+        &format!(
+            r#"listen 127.0.0.1:{{port}} ssl http2;
+ssl_certificate {d}/server.pem;
+ssl_certificate_key {d}/server.key;
+ssl_client_certificate {d}/ca.pem;
+ssl_verify_client optional;
+location / {{ return 200 "$ssl_client_s_dn|$server_protocol|$ssl_server_name"; }}"#
+        ),
+    );
+    let port = nginx.port;
+    let gateway = gateway(&format!(
+        r#"
+[upstream.mtls]
+servers = ["https://localhost:{port}"]
+tls = {{ ca = "{d}/ca.pem", cert = "{d}/client.pem", key = "{d}/client.key" }}
+[upstream.h2]
+servers = ["https://127.0.0.1:{port}"]
+http2 = true
+tls = {{ ca = "{d}/ca.pem", server_name = "localhost" }}
+[upstream.by_ip]
+servers = ["https://127.0.0.1:{port}"]
+tls = {{ ca = "{d}/ca.pem" }}
+[upstream.system_roots]
+servers = ["https://localhost:{port}"]
+[[route]]
+path = "/mtls"
+proxy = "mtls"
+[[route]]
+path = "/h2"
+proxy = "h2"
+[[route]]
+path = "/by_ip"
+proxy = "by_ip"
+[[route]]
+path = "/system"
+proxy = "system_roots"
+"#
+    ));
+    let text = |path: &str| {
+        let response = gateway.get(path);
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        response.text()
+    };
+    let fields = text("/mtls");
+    assert_eq!(
+        fields, "CN=gateway-client|HTTP/1.1|localhost",
+        "client certificate and SNI"
+    );
+    assert_eq!(
+        text("/h2"),
+        "|HTTP/2.0|localhost",
+        "ALPN h2, SNI from tls.server_name"
+    );
+    assert_eq!(
+        text("/by_ip"),
+        "|HTTP/1.1|",
+        "verified by its IP address, no SNI"
+    );
+    // The test CA is not among the system's roots: the handshake fails.
+    assert_eq!(gateway.get("/system").status, 502);
+    gateway.wait_for_log("TLS handshake");
+}
+
+#[test]
+fn python_middleware_wraps_an_upstream_through_the_bridge() {
+    let api = Upstream::start("api");
+    let gateway = GatewayBuilder::new()
+        .no_app_flag()
+        .env("VIRTUAL_ENV", common::test_venv().to_str().unwrap())
+        .config(&format!(
+            r#"
+[[route]]
+path = "/app"
+proxy = "http://{}"
+[[route.middleware]]
+kind = "python"
+factory = "beaker.middleware:SessionMiddleware"
+options = {{ "session.type" = "cookie", "session.key" = "sid", "session.validate_key" = "test-secret" }}
+[[route.middleware]]
+kind = "python"
+factory = "session_visits:factory"
+"#,
+            api.addr
+        ))
+        .start();
+    let first = gateway.get("/app/page");
+    let echo = upstream_json(&first);
+    assert_eq!(header(&echo, "x-visits"), Some("1"), "{}", gateway.logs());
+    assert_eq!(first.header("x-seen-by"), Some("python"));
+    let cookie_of = |response: &Response| {
+        let set_cookie = response.header("set-cookie").expect("Beaker's cookie");
+        set_cookie.split(';').next().unwrap().to_owned()
+    };
+    let second = gateway.request("GET", "/app/page", &[("Cookie", &cookie_of(&first))], b"");
+    assert_eq!(header(&upstream_json(&second), "x-visits"), Some("2"));
+    let cookie = cookie_of(&second);
+    // A body larger than the server reads ahead is fed from the Python thread.
+    let body = vec![b'p'; 300_000];
+    let posted = gateway.request("POST", "/app/upload", &[("Cookie", &cookie)], &body);
+    let echo = upstream_json(&posted);
+    assert_eq!(echo["body_len"], 300_000);
+    assert_eq!(header(&echo, "x-visits"), Some("3"));
+}
+
+#[test]
+fn access_log_metrics_and_trace_context_name_the_upstream() {
+    let api = Upstream::start("api");
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = GatewayBuilder::new()
+        .no_app_flag()
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .config(&format!(
+            r#"
+[telemetry]
+admin_bind = "127.0.0.1:0"
+otlp_endpoint = "http://{otlp}"
+otlp_protocol = "http/protobuf"
+[upstream.api]
+servers = ["{api}"]
+[[middleware]]
+kind = "access_log"
+format = "%(r)s %(s)s upstream=%(upstream_addr)s time=%(upstream_time)s"
+[[route]]
+proxy = "api"
+"#,
+            otlp = receiver.local_addr().unwrap(),
+            api = api.addr,
+        ))
+        .start();
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = gateway.request(
+        "GET",
+        "/traced",
+        &[(
+            "traceparent",
+            &format!("00-{client_trace}-00f067aa0ba902b7-01"),
+        )],
+        b"",
+    );
+    let echo = upstream_json(&response);
+    let traceparent = header(&echo, "traceparent").expect("a traceparent upstream");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        parts[1], client_trace,
+        "the client's trace continues upstream"
+    );
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the parent is the gateway's client span"
+    );
+    let line = gateway.wait_for_log("GET /traced HTTP/1.1 200 upstream=");
+    let line = line.lines().find(|l| l.contains("GET /traced")).unwrap();
+    assert!(
+        line.contains(&format!("upstream={} time=0.", api.addr)),
+        "{line}"
+    );
+    let metrics = gateway.admin_get("/metrics").text();
+    let series = format!(
+        "wsgi_gateway_upstream_requests_total{{upstream=\"api\",server=\"{}\",outcome=\"2xx\"}} 1",
+        api.addr
+    );
+    assert!(metrics.contains(&series), "{metrics}");
+    assert!(metrics.contains(&format!(
+        "wsgi_gateway_upstream_healthy{{upstream=\"api\",server=\"{}\"}} 1",
+        api.addr
+    )));
+    assert!(metrics.contains("wsgi_gateway_upstream_duration_seconds_count{upstream=\"api\""));
+}
+
+#[test]
+fn configuration_errors_name_the_route_and_the_key() {
+    let check = |toml: &str| {
+        let dir = scratch_dir("proxy-config");
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, toml).unwrap();
+        let finished = GatewayBuilder::check_file(&file);
+        assert!(!finished.status.success(), "{toml}");
+        finished.stderr
+    };
+    let error = check("[upstream.api]\nservers = [\"127.0.0.1:1\"]\n[[route]]\nproxy = \"apii\"\n");
+    assert!(
+        error.contains("route[0].proxy: no [upstream.apii]; defined: api"),
+        "{error}"
+    );
+    let error = check("[upstream.api]\nservers = [\"ftp://x:1\"]\n[[route]]\nproxy = \"api\"\n");
+    assert!(error.contains("upstream.api.servers"), "{error}");
+    let error = check("[upstream.api]\nservers = []\n[[route]]\nproxy = \"api\"\n");
+    assert!(
+        error.contains("upstream.api.servers: at least one server"),
+        "{error}"
+    );
+    let error = check(
+        "[upstream.api]\nservers = [\"a:1\"]\nbalance = \"random\"\n[[route]]\nproxy = \"api\"\n",
+    );
+    assert!(error.contains("upstream.api.balance"), "{error}");
+    let error = check("[upstream.api]\nservers = [\"a:1\"]\nhash_by = \"cookie:sid\"\n[[route]]\nproxy = \"api\"\n");
+    assert!(
+        error.contains("upstream.api.hash_by: applies only with balance = \"hash\""),
+        "{error}"
+    );
+    let error = check("[upstream.api]\nservers = [\"a:1\"]\nhealth = { pth = \"/x\" }\n[[route]]\nproxy = \"api\"\n");
+    assert!(error.contains("unknown key \"pth\""), "{error}");
+}

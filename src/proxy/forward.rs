@@ -438,9 +438,10 @@ fn set_target(request: &mut Request<Body>, conn: &Conn, server: &Server, target:
                 ServerAddress::Https { .. } => Scheme::HTTPS,
                 _ => Scheme::HTTP,
             };
-            let authority = request
-                .headers()
-                .get(header::HOST)
+            // HTTP/2 names the host in :authority, not Host (nginx refuses both).
+            let host = request.headers_mut().remove(header::HOST);
+            let authority = host
+                .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(&server.authority)
                 .to_owned();
