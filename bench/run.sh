@@ -2,13 +2,15 @@
 # Build, install the peers, and run a benchmark: `bench/run.sh` (hello world) or
 # `bench/run.sh stack` (the paste-stack middleware stack) or `bench/run.sh zero_loss`
 # (reloads and a drain under load) or `bench/run.sh static` (static files against nginx
-# and granian). Extra arguments go to the
+# and granian) or `bench/run.sh proxy` (the reverse proxy against nginx; `--stream` for
+# 1 GiB each way) or `bench/run.sh proxy_failover` (an upstream stopped and restarted
+# under load). Extra arguments go to the
 # script (e.g. --rounds 5 --seconds 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup.sh
 script=hello
-if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ] || [ "${1:-}" = static ]; then
+if [ "${1:-}" = stack ] || [ "${1:-}" = hello ] || [ "${1:-}" = zero_loss ] || [ "${1:-}" = static ] || [ "${1:-}" = proxy ] || [ "${1:-}" = proxy_failover ]; then
     script=$1
     shift
 fi
