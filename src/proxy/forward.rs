@@ -182,13 +182,10 @@ async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Response<Bo
     let mut addresses = String::new();
     let mut retries_left = upstream.config.retries;
     let mut last: Option<(Arc<Server>, Failure)> = None;
-    loop {
-        let Some(index) = upstream
-            .balancer
-            .pick(&upstream.servers, key, tried, now_ms())
-        else {
-            break;
-        };
+    while let Some(index) = upstream
+        .balancer
+        .pick(&upstream.servers, key, tried, now_ms())
+    {
         tried.insert(index);
         let server = upstream.servers[index].clone();
         if !addresses.is_empty() {

@@ -11,7 +11,11 @@
 //! - thread-locals hold across `app()`, iteration and `close()`, since B's iterable is
 //!   driven from A's iteration of the bridge's response;
 //! - the native layers really transform what passes: compression between A and B
-//!   compresses B's response before A sees it.
+//!   compresses B's response before A sees it;
+//! - a native service at the bottom (a proxy, see `wsgi::serve_native`) reads the
+//!   request body as A's `wsgi.input`: the bridge feeds it chunk by chunk from this
+//!   thread whenever the body asks (a body polled inside `block_on`, or by a connection
+//!   task, cannot read a streamed `wsgi.input`, which blocks on the runtime itself).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -15,7 +15,8 @@
 //! - [`bridge`]: the `NativeBridge`, a WSGI callable that runs native layers on the
 //!   calling Python thread, and `InlineApp`, the app as a service below them.
 //! - `traced`: spans around each Python segment and the application.
-//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`.
+//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`; [`serve`] for
+//!   an app, [`serve_native`] for a native service (a proxy) behind Python middleware.
 //! - `error`: [`WsgiError`], the one error type of this module.
 
 pub mod body;
