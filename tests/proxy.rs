@@ -955,3 +955,32 @@ fn configuration_errors_name_the_route_and_the_key() {
     let error = check("[upstream.api]\nservers = [\"a:1\"]\nhealth = { pth = \"/x\" }\n[[route]]\nproxy = \"api\"\n");
     assert!(error.contains("unknown key \"pth\""), "{error}");
 }
+
+#[test]
+fn read_timeout_counts_from_the_end_of_a_slow_upload() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\nread_timeout = \"1s\"\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    // A client that sends its body in pieces over longer than read_timeout: each piece
+    // is progress, so the upload is not cut.
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"POST /slow HTTP/1.1\r\nHost: test.local\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    for piece in [b"ab", b"cd", b"ef", b"gh"] {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(piece).unwrap();
+    }
+    let response = read_response(&mut BufReader::new(stream), false).unwrap();
+    assert_eq!(upstream_json(&response)["body"], "abcdefgh");
+    // A client that stops sending gets 408 (its fault, not the upstream's).
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"POST /stuck HTTP/1.1\r\nHost: test.local\r\nContent-Length: 8\r\nConnection: close\r\n\r\nab")
+        .unwrap();
+    let response = read_response(&mut BufReader::new(stream), false).unwrap();
+    assert_eq!(response.status, 408, "{response:?}");
+    assert_eq!(upstream_json(&gateway.get("/after"))["server"], "api");
+}

@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::time::{Instant, Sleep};
 
+use super::health::now_ms;
 use super::Server;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The error a cut response body ends with.
 #[derive(Debug, thiserror::Error)]
@@ -168,5 +170,73 @@ impl Drop for UpstreamBody {
                 release.finish(&mut Context::from_waker(std::task::Waker::noop()));
             }
         }
+    }
+}
+
+/// How far the request body has gone upstream: the time of its last piece, and whether
+/// it is complete (so `read_timeout` counts from the end of an upload, not its start).
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// [`now_ms`] when the last piece went out (or the body was wrapped).
+    last: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            last: AtomicU64::new(now_ms()),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    /// Milliseconds since the last progress.
+    pub(crate) fn idle_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.last.load(Ordering::Relaxed))
+    }
+
+    /// The whole body has gone out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's request body on its way upstream, recording [`Progress`].
+pub(crate) struct ProgressBody {
+    inner: Body,
+    progress: Arc<Progress>,
+}
+
+impl ProgressBody {
+    pub(crate) fn new(inner: Body, progress: Arc<Progress>) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl http_body::Body for ProgressBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(frame) = &polled {
+            this.progress.last.store(now_ms(), Ordering::Relaxed);
+            if frame.is_none() || this.inner.is_end_stream() {
+                this.progress.done.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -27,7 +27,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::balance::Tried;
-use super::body::{Release, UpstreamBody};
+use super::body::{Progress, ProgressBody, Release, UpstreamBody};
 use super::connect::{self, ConnectError};
 use super::headers::{self, RequestRewrite};
 use super::health::{now_ms, Verdict};
@@ -82,6 +82,12 @@ enum Failure {
     /// No response head within `read_timeout`.
     #[error("no response head within {0:?}")]
     Timeout(Duration),
+    /// The connection closed before it took the request (nothing was sent).
+    #[error("connection closed before the request was sent: {0}")]
+    Unsent(hyper::Error),
+    /// The client's request body made no progress for `read_timeout`.
+    #[error("the client's request body stalled for {0:?}")]
+    ClientStalled(Duration),
     /// The response could not be parsed.
     #[error("malformed response: {0}")]
     Malformed(hyper::Error),
@@ -94,8 +100,9 @@ impl Failure {
     fn outcome(&self) -> UpstreamOutcome {
         match self {
             Failure::Connect(_) => UpstreamOutcome::ConnectError,
-            Failure::Reset(_) => UpstreamOutcome::Reset,
+            Failure::Reset(_) | Failure::Unsent(_) => UpstreamOutcome::Reset,
             Failure::Timeout(_) => UpstreamOutcome::Timeout,
+            Failure::ClientStalled(_) => UpstreamOutcome::ClientAborted,
             Failure::Malformed(_) => UpstreamOutcome::Malformed,
             Failure::ClientBody(_) => UpstreamOutcome::ClientAborted,
         }
@@ -105,13 +112,14 @@ impl Failure {
         match self {
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Failure::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Failure::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// The server's fault (counts against its health).
     fn blames_server(&self) -> bool {
-        !matches!(self, Failure::ClientBody(_))
+        !matches!(self, Failure::ClientBody(_) | Failure::ClientStalled(_))
     }
 
     fn error_type(&self) -> &'static str {
@@ -254,7 +262,7 @@ async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Response<Bo
                 // back and sending it again has no further effect.
                 let retry = retries_left > 0
                     && match &failure {
-                        Failure::Connect(_) => true,
+                        Failure::Connect(_) | Failure::Unsent(_) => true,
                         Failure::Reset(_) => idempotent && bodiless,
                         _ => false,
                     };
@@ -348,7 +356,7 @@ async fn attempt(
     upstream: &Upstream,
     server: &Arc<Server>,
     outgoing: &mut Outgoing,
-    body: &mut Option<Body>,
+    body_slot: &mut Option<Body>,
     may_retry: bool,
     span: &tracing::Span,
 ) -> Result<Sent, Failure> {
@@ -361,7 +369,13 @@ async fn attempt(
     } else {
         std::mem::take(&mut outgoing.headers)
     };
-    let mut request = Request::new(body.take().unwrap_or_else(Body::empty));
+    let body = body_slot.take().unwrap_or_else(Body::empty);
+    let progress = (!http_body::Body::is_end_stream(&body)).then(Progress::new);
+    let body = match &progress {
+        Some(progress) => Body::new(ProgressBody::new(body, progress.clone())),
+        None => body,
+    };
+    let mut request = Request::new(body);
     *request.method_mut() = outgoing.method.clone();
     *request.headers_mut() = headers;
     set_host(upstream, server, request.headers_mut());
@@ -369,9 +383,9 @@ async fn attempt(
     let read_timeout = upstream.config.read_timeout;
     loop {
         set_target(&mut request, &conn, server, &outgoing.target);
-        let sent = tokio::time::timeout(read_timeout, send(conn, request)).await;
+        let sent = within(read_timeout, progress.as_deref(), send(conn, request)).await;
         match sent {
-            Err(_) => return Err(Failure::Timeout(read_timeout)),
+            Err(failure) => return Err(failure),
             Ok(Ok(sent)) => return Ok(sent),
             Ok(Err(mut error)) => {
                 let unsent = error.take_message();
@@ -387,11 +401,42 @@ async fn attempt(
                             .map_err(Failure::Connect)?;
                     }
                     Some(returned) => {
-                        *body = Some(returned.into_body());
-                        return Err(Failure::Reset(error));
+                        *body_slot = Some(returned.into_body());
+                        return Err(Failure::Unsent(error));
                     }
                     None => return Err(classify(error)),
                 }
+            }
+        }
+    }
+}
+
+/// Wait for `sending` (the request going out and the response head coming back) while
+/// something moves: the request body (when there is one) and then the response head
+/// may each take `read_timeout` since the last progress.
+async fn within<F: Future>(
+    read_timeout: Duration,
+    progress: Option<&Progress>,
+    sending: F,
+) -> Result<F::Output, Failure> {
+    let mut sending = std::pin::pin!(sending);
+    let mut deadline = tokio::time::Instant::now() + read_timeout;
+    loop {
+        tokio::select! {
+            output = sending.as_mut() => return Ok(output),
+            _ = tokio::time::sleep_until(deadline) => {
+                let Some(progress) = progress else {
+                    return Err(Failure::Timeout(read_timeout));
+                };
+                let idle = Duration::from_millis(progress.idle_ms());
+                if idle >= read_timeout {
+                    return Err(if progress.is_done() {
+                        Failure::Timeout(read_timeout)
+                    } else {
+                        Failure::ClientStalled(read_timeout)
+                    });
+                }
+                deadline = tokio::time::Instant::now() + (read_timeout - idle);
             }
         }
     }
