@@ -698,6 +698,24 @@ location / { return 200 "$request_uri|$host|$http_x_forwarded_for|$http_x_forwar
         1,
         "one kept-alive connection to nginx: {connections:?}"
     );
+    // HTTP/2 with prior knowledge (h2c) to an nginx that speaks only that.
+    let h2c = Nginx::start(
+        "h2c",
+        r#"listen 127.0.0.1:{port} http2;
+location / { return 200 "$server_protocol|$host|$request_uri"; }"#,
+    );
+    let second = self::gateway(&format!(
+        "[upstream.h2c]\nservers = [\"127.0.0.1:{}\"]\nhttp2 = true\n[[route]]\nproxy = \"h2c\"\n",
+        h2c.port
+    ));
+    for _ in 0..2 {
+        let response = second.get("/two?x=1");
+        assert_eq!(
+            response.text(),
+            "HTTP/2.0|test.local|/two?x=1",
+            "{response:?}"
+        );
+    }
 }
 
 #[test]

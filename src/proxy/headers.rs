@@ -128,6 +128,12 @@ pub(crate) fn upstream_head(
             }
         }
     }
+    if stripped.is_none() {
+        // The target as routed, shared rather than copied.
+        if let Some(target) = uri.path_and_query() {
+            return target.clone();
+        }
+    }
     let target = match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.into_owned(),
