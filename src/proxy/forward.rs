@@ -564,7 +564,10 @@ async fn connection(
                 tracing::debug!(server = %label, "upstream HTTP/2 connection ended: {error}");
             }
         });
-        server.pool.share_http2(sender.clone());
+        // A fresh connection (a health check, a retry) is used once, not shared.
+        if !fresh {
+            server.pool.share_http2(sender.clone());
+        }
         return Ok((Conn::Http2(sender), false));
     }
     let (sender, conn) = http1::Builder::new()
