@@ -9,6 +9,7 @@
 //! - [`telemetry`]: logging and trace export.
 //! - [`metrics`]: request and process metrics in shared memory, summed across workers.
 //! - [`wsgi`]: embedded CPython, the Python thread pool and the PEP 3333 contract.
+//! - [`proxy`]: the reverse proxy: upstream pools, balancing, health, retries.
 //! - [`pipeline`]: configuration in, one tower service out, ending in the application.
 //! - [`server`]: sockets only: accept, TLS, PROXY protocol, the framing check, hyper,
 //!   draining.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
+pub mod proxy;
 pub mod server;
 pub mod startup;
 pub mod telemetry;

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{AppConfig, ConfigError, LoadedConfig};
+use crate::config::{AppConfig, ConfigError, LoadedConfig, ProxyTarget, UpstreamConfig};
 use crate::pipeline::{self, Action, Plan, RouteConditions};
+use crate::proxy::{self, UpstreamPlan};
 use crate::server::tls;
 use crate::wsgi::environ::EnvironSettings;
 use crate::wsgi::interpreter::PythonSetup;
@@ -38,6 +39,10 @@ pub struct Prepared {
     pub apps: BTreeMap<String, AppSettings>,
     /// `[[route]]`, in order.
     pub routes: Vec<PreparedRoute>,
+    /// The upstreams routes proxy to, by name (an inline one by its URL).
+    pub upstreams: BTreeMap<String, UpstreamPlan>,
+    /// How a Python pool in front of a proxy route is served (threads, timeouts).
+    pub bridge: AppSettings,
 }
 
 /// One route: when it applies, its own middleware, its action.
@@ -79,8 +84,25 @@ pub fn prepare(loaded: &LoadedConfig) -> Result<Prepared, ConfigError> {
             app_settings(loaded, app, &format!("apps.{name}"))?,
         );
     }
+    let mut upstreams = BTreeMap::new();
+    for (name, upstream) in &config.upstreams {
+        let plan = proxy::prepare(name, upstream)
+            .map_err(|error| loaded.invalid(&format!("upstream.{name}"), error.to_string()))?;
+        upstreams.insert(name.clone(), plan);
+    }
     let mut routes = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
+        if let Some(ProxyTarget::Inline(server)) = &route.proxy {
+            let name = route
+                .proxy
+                .as_ref()
+                .map(ProxyTarget::name)
+                .unwrap_or_default();
+            let plan = proxy::prepare(&name, &UpstreamConfig::inline(server.clone())).map_err(
+                |error| loaded.invalid(&format!("route[{index}].proxy"), error.to_string()),
+            )?;
+            upstreams.entry(name).or_insert(plan);
+        }
         let key = format!("route[{index}]");
         let conditions =
             pipeline::conditions(route).map_err(|message| loaded.invalid(&key, message))?;
@@ -95,6 +117,8 @@ pub fn prepare(loaded: &LoadedConfig) -> Result<Prepared, ConfigError> {
             action,
         });
     }
+    // Python middleware in front of a proxy route runs on a pool like an app's.
+    let bridge = serving(loaded, AppSource::Native, String::new());
     Ok(Prepared {
         tls,
         plan,
@@ -103,6 +127,8 @@ pub fn prepare(loaded: &LoadedConfig) -> Result<Prepared, ConfigError> {
         capture_output: config.telemetry.log_format == crate::config::LogFormat::Json,
         apps,
         routes,
+        upstreams,
+        bridge,
     })
 }
 
@@ -151,7 +177,6 @@ fn app_settings(
     app: &AppConfig,
     key: &str,
 ) -> Result<AppSettings, ConfigError> {
-    let config = &loaded.config;
     let source = match (&app.wsgi, app.paste_spec()) {
         (Some(spec), _) => AppSource::Wsgi(spec.clone()),
         (None, Some(paste)) => {
@@ -165,10 +190,16 @@ fn app_settings(
         }
         (None, None) => return Err(loaded.invalid(&format!("{key}.wsgi"), "no application")),
     };
-    Ok(AppSettings {
+    Ok(serving(loaded, source, app.script_name.clone()))
+}
+
+/// How `source` is served: the request facts and the `[server]` settings.
+fn serving(loaded: &LoadedConfig, source: AppSource, script_name: String) -> AppSettings {
+    let config = &loaded.config;
+    AppSettings {
         source,
         environ: EnvironSettings {
-            script_name: app.script_name.clone(),
+            script_name,
             multithread: config.server.threads > 1,
             multiprocess: config.server.workers > 1,
         },
@@ -181,5 +212,5 @@ fn app_settings(
             bytes_per_second: config.limits.min_body_rate.0,
             window: config.limits.min_body_rate_window,
         },
-    })
+    }
 }

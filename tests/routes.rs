@@ -296,11 +296,42 @@ fn check_names_the_route() {
 #[test]
 fn the_example_site_serves() {
     let site = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/site");
+    // The example's upstream, on a free port instead of its 8001.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut api = std::process::Command::new("python3")
+        .arg(site.join("api_service.py"))
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the example's api_service.py");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _api = Kill(&mut api);
+    common::eventually("the example's api service", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let gateway = GatewayBuilder::new()
         .no_app_flag()
         .env("VIRTUAL_ENV", common::test_venv().to_str().unwrap())
+        .env(
+            "GATEWAY_UPSTREAM__API__SERVERS",
+            &format!("[\"127.0.0.1:{port}\"]"),
+        )
         .arg(&format!("--config={}", site.join("gateway.toml").display()))
         .start();
+    let items = get(&gateway, "127.0.0.1", "/api/items");
+    assert_eq!(items.status, 200, "{}", gateway.logs());
+    assert_eq!(items.json()["items"][0]["name"], "teapot");
+    assert_eq!(items.json()["client"], "127.0.0.1");
     let home = get(&gateway, "127.0.0.1", "/");
     assert_eq!(home.status, 200, "{}", gateway.logs());
     assert!(home.text().contains("Served by Flask"), "{}", home.text());

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: the README's test command, and what CI runs.
 #
-# Installs promtool if missing, creates tests/.venv (with the Python the gateway is built against) holding the real
+# Installs promtool and nginx (the proxy tests' upstream) if missing, creates tests/.venv (with the Python the gateway is built against) holding the real
 # packages the tests serve (Flask, Django, Beaker, Paste), then runs cargo's tests,
 # which start the real binary on port 0 and talk HTTP to it over loopback.
 set -euo pipefail
@@ -14,6 +14,15 @@ if ! command -v promtool >/dev/null; then
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# nginx (Debian) is a real upstream for tests/proxy.rs.
+if [ ! -x /usr/sbin/nginx ]; then
+    echo "tests/run.sh: installing nginx (apt package nginx-light)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
 fi
 
 python="${PYO3_PYTHON:-python3}"

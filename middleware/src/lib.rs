@@ -41,6 +41,19 @@ pub struct ConnectionInfo {
     pub scheme: &'static str,
 }
 
+/// Which upstream servers a proxied request went to and how long the answering one
+/// took to send its response head, in the response's extensions (the access log's
+/// `upstream_addr` and `upstream_time` atoms, nginx's `$upstream_addr` and
+/// `$upstream_header_time`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The servers tried, in order, comma-separated (`10.0.0.5:8080, 10.0.0.6:8080`);
+    /// the last one answered (or failed last).
+    pub address: String,
+    /// From the first attempt until the response head, or until the last failure.
+    pub duration: std::time::Duration,
+}
+
 /// The W3C ids of the request's server span, in the request's extensions when traces
 /// are exported (the access log can write them).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,6 +17,7 @@ mod server;
 mod sources;
 mod telemetry;
 pub mod units;
+mod upstream;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -43,6 +44,10 @@ pub use route::{
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{unused_variables, Flag, Flags};
 pub use telemetry::{LogFormat, TelemetryConfig};
+pub use upstream::{
+    Balance, ForwardedStyle, HashKey, HealthConfig, HostPolicy, ProxyTarget, ServerAddress,
+    ServerEntry, UpstreamConfig, UpstreamTls, WeightedServer,
+};
 
 use sources::Variables;
 
@@ -60,6 +65,9 @@ pub struct GatewayConfig {
     /// `[[route]]`: ordered; the first whose conditions all hold takes the request.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[upstream.NAME]`: HTTP services routes proxy to (`proxy = "NAME"`).
+    #[serde(rename = "upstream")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Request size limits.
     pub limits: LimitsConfig,
     /// Logging.
@@ -372,7 +380,7 @@ fn validate_routes(
             [_] => {}
             [] => invalid(
                 "",
-                "no action: set one of app, static, redirect, respond".into(),
+                "no action: set one of app, proxy, static, redirect, respond".into(),
             ),
             several => invalid(
                 "",
@@ -409,11 +417,27 @@ fn validate_routes(
                     format!("no app named {name:?}; defined: {}", names.join(", ")),
                 );
             }
-        } else if has_python(&route.middleware) {
+        } else if has_python(&route.middleware) && route.proxy.is_none() {
             invalid(
                 "middleware",
-                "a Python entry needs an app action below it".into(),
+                "a Python entry needs an app or proxy action below it".into(),
             );
+        }
+        if let Some(ProxyTarget::Named(name)) = &route.proxy {
+            if !config.upstreams.contains_key(name) {
+                let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+                return invalid(
+                    "proxy",
+                    format!(
+                        "no [upstream.{name}]; defined: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
         }
         if let Some(redirect) = &route.redirect {
             let status = redirect.options().status;
@@ -434,6 +458,72 @@ fn validate_routes(
         }
         if route.is_catch_all() {
             catch_all = catch_all.or(Some(index));
+        }
+    }
+}
+
+/// Upstream checks: servers present, weights, balancing key, health thresholds.
+fn validate_upstreams(
+    config: &GatewayConfig,
+    figment: &Figment,
+    problems: &RefCell<Vec<ConfigError>>,
+) {
+    for (name, upstream) in &config.upstreams {
+        let invalid = |field: &str, message: String| {
+            problems.borrow_mut().push(invalid_value(
+                figment,
+                &format!("upstream.{name}.{field}"),
+                message,
+            ));
+        };
+        if upstream.servers.is_empty() {
+            invalid("servers", "at least one server is needed".into());
+        }
+        for server in &upstream.servers {
+            if !(1..=100).contains(&server.weight()) {
+                invalid(
+                    "servers",
+                    format!("{}: weight must be 1..=100", server.address()),
+                );
+            }
+        }
+        if upstream.hash_by.is_some() && upstream.balance != Balance::Hash {
+            invalid("hash_by", "applies only with balance = \"hash\"".into());
+        }
+        if upstream.retries > 10 {
+            invalid(
+                "retries",
+                format!("must be 0..=10, got {}", upstream.retries),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", upstream.connect_timeout),
+            ("read_timeout", upstream.read_timeout),
+            ("health.interval", upstream.health.interval),
+            ("health.timeout", upstream.health.timeout),
+        ] {
+            if value.is_zero() {
+                invalid(field, "must be more than 0".into());
+            }
+        }
+        if let Some(prefix) = &upstream.strip_prefix {
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                invalid(
+                    "strip_prefix",
+                    format!("{prefix:?} must start with '/' and not end with '/'"),
+                );
+            }
+        }
+        if let Some(path) = &upstream.health.path {
+            if !path.starts_with('/') {
+                invalid("health.path", format!("{path:?} must start with '/'"));
+            }
+        }
+        if upstream.health.unhealthy_threshold == 0 || upstream.health.healthy_threshold == 0 {
+            invalid("health", "thresholds must be at least 1".into());
+        }
+        if upstream.tls.cert.is_some() != upstream.tls.key.is_some() {
+            invalid("tls", "set cert and key together".into());
         }
     }
 }
@@ -520,6 +610,7 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
         }
     }
     validate_routes(config, figment, &problems);
+    validate_upstreams(config, figment, &problems);
     for (index, entry) in config.middleware.iter().enumerate() {
         if let MiddlewareConfig::Python(python) = entry {
             if python.factory.is_some() == python.filter_factory.is_some() {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::middleware::{MiddlewareConfig, StaticConfig};
 use super::units::OneOrMany;
+use super::upstream::ProxyTarget;
 
 /// One `[[route]]`: conditions, exactly one action, and middleware of its own.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -26,6 +27,10 @@ pub struct RouteConfig {
     /// Action: the named WSGI app (`[apps.NAME]`, or `"default"` for `[app]`), mounted at
     /// `path` (`SCRIPT_NAME`).
     pub app: Option<String>,
+    /// Action: send the request to an upstream, `[upstream.NAME]` by name or one server
+    /// inline (`"http://127.0.0.1:9001"`, `"https://api.example.com"`,
+    /// `"unix:/run/api.sock"`).
+    pub proxy: Option<ProxyTarget>,
     /// Action: files from a folder (a path, or a table with the static layer's options),
     /// mounted at `path`; a miss is 404.
     #[serde(rename = "static")]
@@ -45,6 +50,9 @@ impl RouteConfig {
         let mut actions = Vec::new();
         if self.app.is_some() {
             actions.push("app");
+        }
+        if self.proxy.is_some() {
+            actions.push("proxy");
         }
         if self.static_files.is_some() {
             actions.push("static");

@@ -14,6 +14,7 @@ use super::layout::{
     SIZE_BOUNDS, SIZE_BUCKETS,
 };
 use super::region::Region;
+use super::upstream::{UpstreamReading, OUTCOMES};
 use super::MetricsError;
 
 /// Why a worker was replaced (`wsgi_gateway.worker.restarts` by `reason`).
@@ -133,6 +134,41 @@ pub struct Snapshot {
     pub workers: usize,
     /// Worker replacements by reason.
     pub restarts: Vec<(RestartReason, u64)>,
+    /// Upstream servers by (upstream, server address).
+    pub upstreams: BTreeMap<(String, String), UpstreamTotals>,
+}
+
+/// One upstream server, summed over workers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamTotals {
+    /// Attempts by outcome ([`OUTCOMES`]).
+    pub outcomes: [u64; OUTCOMES.len()],
+    /// Time to the response head (bounds: [`DURATION_BOUNDS`], seconds).
+    pub duration: Histogram,
+    /// Attempts in flight (live workers).
+    pub active: i64,
+    /// Live workers that consider the server healthy.
+    pub healthy: i64,
+}
+
+/// Counters of an upstream server as the regions hold them.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawUpstream {
+    outcomes: [u64; OUTCOMES.len()],
+    duration: RawHistogram<DURATION_BUCKETS>,
+}
+
+impl RawUpstream {
+    fn add(&mut self, reading: &UpstreamReading) {
+        for (mine, theirs) in self.outcomes.iter_mut().zip(reading.outcomes) {
+            *mine += theirs;
+        }
+        let (buckets, sum) = reading.duration;
+        for (mine, theirs) in self.duration.buckets.iter_mut().zip(buckets) {
+            *mine += theirs;
+        }
+        self.duration.sum += sum;
+    }
 }
 
 /// One histogram's integer totals as the regions hold them (nanoseconds or bytes).
@@ -198,6 +234,7 @@ pub struct MetricsHub {
     started: SystemTime,
     live: HashMap<u32, Region>,
     retired: BTreeMap<SeriesKey, RawSeries>,
+    retired_upstreams: BTreeMap<(String, String), RawUpstream>,
     restarts: [u64; RestartReason::ALL.len()],
 }
 
@@ -214,6 +251,7 @@ impl MetricsHub {
             started: SystemTime::now(),
             live: HashMap::new(),
             retired: BTreeMap::new(),
+            retired_upstreams: BTreeMap::new(),
             restarts: [0; RestartReason::ALL.len()],
         }
     }
@@ -234,6 +272,12 @@ impl MetricsHub {
             for (key, series) in region.metrics().series() {
                 self.retired.entry(key).or_default().add(series);
             }
+            for (labels, slot) in region.metrics().upstreams() {
+                self.retired_upstreams
+                    .entry(labels)
+                    .or_default()
+                    .add(&slot.read());
+            }
         }
     }
 
@@ -245,12 +289,21 @@ impl MetricsHub {
     /// The sum over every worker, live and exited.
     pub fn snapshot(&self) -> Snapshot {
         let mut series = self.retired.clone();
+        let mut upstreams = self.retired_upstreams.clone();
+        let mut upstream_gauges: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
         let mut active = BTreeMap::new();
         let (mut python_busy, mut python_threads, mut python_queued) = (0, 0, 0);
         for region in self.live.values() {
             let metrics: &WorkerMetrics = region.metrics();
             for (key, shared) in metrics.series() {
                 series.entry(key).or_default().add(shared);
+            }
+            for (labels, slot) in metrics.upstreams() {
+                let reading = slot.read();
+                upstreams.entry(labels.clone()).or_default().add(&reading);
+                let gauges = upstream_gauges.entry(labels).or_default();
+                gauges.0 += reading.active;
+                gauges.1 += reading.healthy;
             }
             for (method, scheme, value) in metrics.active() {
                 if value != 0 {
@@ -286,6 +339,20 @@ impl MetricsHub {
             restarts: RestartReason::ALL
                 .iter()
                 .map(|reason| (*reason, self.restarts[*reason as usize]))
+                .collect(),
+            upstreams: upstreams
+                .into_iter()
+                .map(|(labels, raw)| {
+                    let (active, healthy) =
+                        upstream_gauges.get(&labels).copied().unwrap_or_default();
+                    let totals = UpstreamTotals {
+                        outcomes: raw.outcomes,
+                        duration: raw.duration.histogram(1e-9),
+                        active,
+                        healthy,
+                    };
+                    (labels, totals)
+                })
                 .collect(),
         }
     }

@@ -10,9 +10,11 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::upstream::{SharedUpstream, UPSTREAM_SLOTS};
+
 /// Bumped whenever the layout changes: a worker started from a newer binary during a
 /// reload must not write into a region shaped for another.
-pub(super) const LAYOUT_VERSION: u64 = 1;
+pub(super) const LAYOUT_VERSION: u64 = 2;
 /// Marks a region as initialised by this code.
 const MAGIC: u64 = u64::from_be_bytes(*b"wsgigwm\0");
 
@@ -137,7 +139,7 @@ pub struct SharedHistogram<const N: usize> {
 }
 
 impl<const N: usize> SharedHistogram<N> {
-    fn record(&self, bucket: usize, amount: u64) {
+    pub(super) fn record(&self, bucket: usize, amount: u64) {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(amount, Ordering::Relaxed);
     }
@@ -184,6 +186,8 @@ pub struct WorkerMetrics {
     pub python_queued: AtomicI64,
     series: [SharedSeries; SERIES_CAPACITY],
     overflow: SharedSeries,
+    /// Per upstream server: attempts, latency, health.
+    upstreams: [SharedUpstream; UPSTREAM_SLOTS],
 }
 
 /// A finished request, as recorded.
@@ -258,6 +262,18 @@ impl WorkerMetrics {
             .filter_map(|series| series.key().map(|key| (key, series)))
     }
 
+    /// The upstream servers this worker has counted.
+    pub fn upstreams(&self) -> impl Iterator<Item = ((String, String), &SharedUpstream)> {
+        self.upstreams
+            .iter()
+            .filter_map(|slot| slot.labels().map(|labels| (labels, slot)))
+    }
+
+    /// The slot of an upstream server, claimed on first use; None when all are taken.
+    pub fn upstream_slot(&self, upstream: &str, server: &str) -> Option<&SharedUpstream> {
+        super::upstream::claim(&self.upstreams, upstream, server)
+    }
+
     /// The series for `key`, claimed on first use; the overflow series when full.
     fn series_for(&self, key: SeriesKey) -> &SharedSeries {
         let start = (key.raw().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize;
@@ -294,7 +310,7 @@ fn active_index(method: u8, scheme: u8) -> usize {
 }
 
 /// The bucket of `value`: the first whose upper bound it does not exceed.
-fn bucket_of(bounds: &[f64], value: f64) -> usize {
+pub(super) fn bucket_of(bounds: &[f64], value: f64) -> usize {
     bounds.partition_point(|bound| *bound < value)
 }
 

@@ -301,7 +301,107 @@ fn metrics(snapshot: &Snapshot) -> Vec<Metric> {
             ..Default::default()
         },
     ]);
+    metrics.extend(upstream_metrics(snapshot, start, now));
     metrics
+}
+
+/// `wsgi_gateway.upstream.*`, by upstream and server.
+fn upstream_metrics(snapshot: &Snapshot, start: u64, now: u64) -> Vec<Metric> {
+    if snapshot.upstreams.is_empty() {
+        return Vec::new();
+    }
+    let labels = |(upstream, server): &(String, String)| {
+        vec![
+            string("wsgi_gateway.upstream", upstream),
+            string("server.address", server),
+        ]
+    };
+    let sum = |name: &str, description: &str, unit: &str, monotonic: bool, points| Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: monotonic,
+        })),
+        ..Default::default()
+    };
+    let requests = snapshot
+        .upstreams
+        .iter()
+        .flat_map(|(key, totals)| {
+            super::OUTCOMES
+                .iter()
+                .zip(totals.outcomes)
+                .filter(|(_, count)| *count > 0)
+                .map(move |(outcome, count)| {
+                    let mut attributes = labels(key);
+                    attributes.push(string("outcome", outcome));
+                    int_point(
+                        attributes,
+                        i64::try_from(count).unwrap_or(i64::MAX),
+                        start,
+                        now,
+                    )
+                })
+        })
+        .collect();
+    let gauge = |pick: fn(&super::UpstreamTotals) -> i64| -> Vec<NumberDataPoint> {
+        snapshot
+            .upstreams
+            .iter()
+            .map(|(key, totals)| int_point(labels(key), pick(totals), start, now))
+            .collect()
+    };
+    vec![
+        sum(
+            "wsgi_gateway.upstream.requests",
+            "Attempts to upstream servers, by outcome (a status class or an error).",
+            "{request}",
+            true,
+            requests,
+        ),
+        Metric {
+            name: "wsgi_gateway.upstream.duration".into(),
+            description: "Time from sending a request upstream to its response head.".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::Histogram(OtlpHistogram {
+                data_points: snapshot
+                    .upstreams
+                    .iter()
+                    .map(|(key, totals)| HistogramDataPoint {
+                        attributes: labels(key),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        count: totals.duration.count(),
+                        sum: Some(totals.duration.sum),
+                        bucket_counts: totals.duration.buckets.clone(),
+                        explicit_bounds: super::layout::DURATION_BOUNDS.to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })),
+            ..Default::default()
+        },
+        sum(
+            "wsgi_gateway.upstream.active_requests",
+            "Attempts to the upstream server in flight.",
+            "{request}",
+            false,
+            gauge(|t| t.active),
+        ),
+        Metric {
+            name: "wsgi_gateway.upstream.healthy".into(),
+            description: "Workers that consider the upstream server healthy.".into(),
+            unit: "{worker}".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: gauge(|t| t.healthy),
+            })),
+            ..Default::default()
+        },
+    ]
 }
 
 /// The attributes of a request series, by the HTTP semantic conventions.

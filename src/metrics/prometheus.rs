@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use super::aggregate::{Histogram, Snapshot, HISTOGRAMS};
-use super::layout::{SeriesKey, METHODS, SCHEMES, VERSIONS};
+use super::layout::{SeriesKey, DURATION_BOUNDS, METHODS, SCHEMES, VERSIONS};
+use super::upstream::OUTCOMES;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -81,7 +82,75 @@ pub fn render(snapshot: &Snapshot) -> String {
     for (reason, count) in &snapshot.restarts {
         let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", reason.label());
     }
+    upstreams(&mut out, snapshot);
     out
+}
+
+/// The per-upstream-server families.
+fn upstreams(out: &mut String, snapshot: &Snapshot) {
+    if snapshot.upstreams.is_empty() {
+        return;
+    }
+    let labels = |(upstream, server): &(String, String)| {
+        format!(
+            "upstream=\"{}\",server=\"{}\"",
+            escape(upstream),
+            escape(server)
+        )
+    };
+    let name = "wsgi_gateway_upstream_requests_total";
+    header(
+        out,
+        name,
+        "Attempts to upstream servers, by outcome (a status class or an error).",
+        "counter",
+    );
+    for (key, totals) in &snapshot.upstreams {
+        for (outcome, count) in OUTCOMES.iter().zip(totals.outcomes) {
+            if count > 0 {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},outcome=\"{outcome}\"}} {count}",
+                    labels(key)
+                );
+            }
+        }
+    }
+    let name = "wsgi_gateway_upstream_duration_seconds";
+    header(
+        out,
+        name,
+        "Time from sending a request upstream to its response head.",
+        "histogram",
+    );
+    for (key, totals) in &snapshot.upstreams {
+        histogram(out, name, &labels(key), &DURATION_BOUNDS, &totals.duration);
+    }
+    for (name, help, pick) in [
+        (
+            "wsgi_gateway_upstream_active_requests",
+            "Attempts to the upstream server in flight.",
+            (|t: &super::UpstreamTotals| t.active) as fn(&super::UpstreamTotals) -> i64,
+        ),
+        (
+            "wsgi_gateway_upstream_healthy",
+            "Workers that consider the upstream server healthy.",
+            |t: &super::UpstreamTotals| t.healthy,
+        ),
+    ] {
+        header(out, name, help, "gauge");
+        for (key, totals) in &snapshot.upstreams {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(key), pick(totals));
+        }
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -97,6 +97,9 @@ pub enum Action {
     App(String),
     /// A native action (static, redirect, respond), ready to serve.
     Native(GatewayService),
+    /// The upstream of this name (`[upstream.NAME]`, or the URL of an inline one); each
+    /// worker starts its own proxy to it.
+    Proxy(String),
 }
 
 /// Build the action of `route` (its `path`, when set, is where it is mounted).
@@ -104,6 +107,9 @@ pub fn action(route: &RouteConfig, base: &Path) -> Result<Action, String> {
     let prefix = route.path.as_deref().unwrap_or("/");
     if let Some(name) = &route.app {
         return Ok(Action::App(name.clone()));
+    }
+    if let Some(target) = &route.proxy {
+        return Ok(Action::Proxy(target.name()));
     }
     if let Some(statics) = &route.static_files {
         let config = match statics {

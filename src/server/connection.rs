@@ -186,8 +186,14 @@ pub(super) async fn serve<T>(
         let finished = FinishGuard(requests.clone());
         let response = call_in_place(&service, request);
         let closing = closing_responses.clone();
+        let activity = requests.clone();
         async move {
             let mut response = response.await?;
+            if http1 && response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                // Only the proxy answers 101 (with the client's upgrade in hand): the
+                // bytes that follow belong to the new protocol.
+                activity.upgraded();
+            }
             if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
                 response.headers_mut().insert(
                     http::header::CONNECTION,
@@ -200,7 +206,11 @@ pub(super) async fn serve<T>(
             }))
         }
     });
-    let connection = settings.builder.serve_connection(io, hyper_service);
+    // With upgrades: a 101 from the proxy hands the connection to the upgraded tunnel
+    // (the connection future then ends; the tunnel owns the socket).
+    let connection = settings
+        .builder
+        .serve_connection_with_upgrades(io, hyper_service);
     tokio::pin!(connection);
     let tick = settings
         .keepalive_timeout

@@ -25,6 +25,9 @@ pub(super) struct ConnectionActivity {
     head_in_progress: AtomicBool,
     /// The connection speaks HTTP/2.
     http2: AtomicBool,
+    /// A 101 response switched the connection to another protocol: its bytes are no
+    /// longer HTTP/1 and are not inspected.
+    upgraded: AtomicBool,
 }
 
 /// A sample of [`ConnectionActivity`], compared between ticks.
@@ -77,6 +80,11 @@ impl ConnectionActivity {
     /// Record that the connection speaks HTTP/2.
     pub(super) fn saw_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection switches protocols after the current response (a 101).
+    pub(super) fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
     }
 
     /// True once an HTTP/2 request was seen (or the preface).
@@ -160,6 +168,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                 return Poll::Ready(Ok(()));
             }
             Refusal::Closed => return Poll::Ready(Ok(())),
+        }
+        if this.activity.upgraded.load(Ordering::Relaxed) {
+            // WebSocket (or other) frames after a 101: not HTTP/1 any more.
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;

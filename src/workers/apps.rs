@@ -32,7 +32,7 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
         .iter()
         .filter_map(|route| match &route.action {
             Action::App(name) => Some(name.as_str()),
-            Action::Native(_) => None,
+            Action::Native(_) | Action::Proxy(_) => None,
         })
         .chain(
             prepared
@@ -58,10 +58,33 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
     // Apps served as they are share one pool per app; an app with Python middleware of
     // its route's gets a pool for that composition.
     let mut plain: HashMap<String, WsgiService> = HashMap::new();
+    // One proxy per upstream in this worker, shared by the routes that name it.
+    let mut proxies: HashMap<&str, crate::proxy::Proxy> = HashMap::new();
     let mut routes = Vec::with_capacity(prepared.routes.len());
     for route in &prepared.routes {
         let (action, mounts) = match &route.action {
             Action::Native(service) => (service.clone(), false),
+            Action::Proxy(name) => {
+                let proxy = proxies
+                    .entry(name.as_str())
+                    .or_insert_with(|| prepared.upstreams[name.as_str()].start(&runtime))
+                    .clone();
+                let service = if route.plan.python.is_empty() {
+                    proxy.boxed_clone()
+                } else {
+                    // Python middleware above the proxy: the proxy runs below it, on the
+                    // same Python thread, through the NativeBridge.
+                    wsgi::serve_native(
+                        proxy.boxed_clone(),
+                        &format!("proxy {name}"),
+                        &prepared.bridge,
+                        &route.plan.python,
+                        runtime.clone(),
+                    )?
+                    .boxed_clone()
+                };
+                (service, false)
+            }
             Action::App(name) => {
                 let settings = &prepared.apps[name.as_str()];
                 let service = if route.plan.python.is_empty() {

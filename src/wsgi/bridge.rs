@@ -11,7 +11,11 @@
 //! - thread-locals hold across `app()`, iteration and `close()`, since B's iterable is
 //!   driven from A's iteration of the bridge's response;
 //! - the native layers really transform what passes: compression between A and B
-//!   compresses B's response before A sees it.
+//!   compresses B's response before A sees it;
+//! - a native service at the bottom (a proxy, see `wsgi::serve_native`) reads the
+//!   request body as A's `wsgi.input`: the bridge feeds it chunk by chunk from this
+//!   thread whenever the body asks (a body polled inside `block_on`, or by a connection
+//!   task, cannot read a streamed `wsgi.input`, which blocks on the runtime itself).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -109,8 +113,7 @@ fn request_from_environ(environ: &Bound<'_, PyDict>) -> PyResult<Request<Body>> 
             headers.append(name, value);
         }
     }
-    let input = environ.get_item("wsgi.input")?.map(Bound::unbind);
-    let mut request = Request::new(Body::new(EnvironInput { input }));
+    let mut request = Request::new(Body::empty());
     *request.method_mut() = method;
     *request.uri_mut() = target
         .parse()
@@ -143,36 +146,129 @@ fn connection_info(environ: &Bound<'_, PyDict>) -> ConnectionInfo {
     }
 }
 
-/// The outer layer's `wsgi.input`, read (only if a native layer reads the body) from the
-/// Python thread that drives the bridge.
-struct EnvironInput {
-    input: Option<Py<PyAny>>,
+/// The outer layer's `wsgi.input`, fed to the native layers' request body from the
+/// Python thread that drives the bridge, one chunk each time the body asks for one.
+///
+/// The body cannot read `wsgi.input` itself: it is polled inside the bridge's
+/// `block_on` (or by a connection task on the runtime, for a proxy), and reading a
+/// streamed `wsgi.input` blocks on the runtime in turn. So the bridge waits on the
+/// response *or* the body's demand, and reads between the two waits.
+struct BodyPump {
+    input: Py<PyAny>,
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    demand: Arc<Demand>,
 }
 
-impl http_body::Body for EnvironInput {
+/// The body's request for its next chunk (nothing is read from `wsgi.input` before a
+/// layer asks: a Python app below may read it itself).
+#[derive(Default)]
+struct Demand {
+    wanted: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// A request body whose chunks come from a [`BodyPump`].
+struct PumpedBody {
+    chunks: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    demand: Arc<Demand>,
+}
+
+impl http_body::Body for PumpedBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
-        let Some(input) = &this.input else {
-            return Poll::Ready(None);
-        };
-        let chunk = Python::attach(|py| -> PyResult<Vec<u8>> {
-            let data = input.bind(py).call_method1("read", (65536,))?;
-            Ok(data.cast::<PyBytes>()?.as_bytes().to_vec())
-        });
-        Poll::Ready(match chunk {
-            Ok(data) if data.is_empty() => {
-                this.input = None;
-                None
+        match this.chunks.poll_recv(cx) {
+            Poll::Ready(chunk) => Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data))),
+            Poll::Pending => {
+                use std::sync::atomic::Ordering;
+                if !this.demand.wanted.swap(true, Ordering::AcqRel) {
+                    this.demand.notify.notify_one();
+                }
+                Poll::Pending
             }
-            Ok(data) => Some(Ok(Frame::data(Bytes::from(data)))),
-            Err(error) => Some(Err(std::io::Error::other(error.to_string()))),
-        })
+        }
+    }
+}
+
+/// True when the environ says the request has a body (a length above 0, or chunked).
+fn has_body(environ: &Bound<'_, PyDict>) -> bool {
+    let text = |key: &str| -> Option<String> { environ.get_item(key).ok()??.extract().ok() };
+    let length = text("CONTENT_LENGTH").unwrap_or_default();
+    let chunked = text("HTTP_TRANSFER_ENCODING").is_some_and(|te| !te.is_empty());
+    chunked || length.trim().parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// What one wait of the bridge ended with.
+enum Step<T> {
+    Done(T),
+    /// The request body wants its next chunk.
+    Wanted,
+}
+
+/// Drive `future` on `runtime` from this Python thread, feeding the request body from
+/// `pump` whenever it asks (the GIL is released while waiting).
+fn drive<F: std::future::Future + Send>(
+    py: Python<'_>,
+    runtime: &Handle,
+    pump: &mut Option<BodyPump>,
+    mut future: Pin<&mut F>,
+) -> F::Output
+where
+    F::Output: Send,
+{
+    loop {
+        let demand = pump.as_ref().map(|pump| pump.demand.clone());
+        let step = py.detach(|| {
+            runtime.block_on(async {
+                match &demand {
+                    Some(demand) => tokio::select! {
+                        biased;
+                        output = future.as_mut() => Step::Done(output),
+                        _ = demand.notify.notified() => Step::Wanted,
+                    },
+                    None => Step::Done(future.as_mut().await),
+                }
+            })
+        });
+        match step {
+            Step::Done(output) => return output,
+            Step::Wanted => {
+                let Some(feeding) = pump.as_ref() else {
+                    continue;
+                };
+                feeding
+                    .demand
+                    .wanted
+                    .store(false, std::sync::atomic::Ordering::Release);
+                let chunk = feeding
+                    .input
+                    .bind(py)
+                    .call_method1("read", (65536,))
+                    .and_then(|data| {
+                        Ok(Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes()))
+                    });
+                // The body asked and holds nothing: there is room for this chunk.
+                let sent = match chunk {
+                    Ok(data) if data.is_empty() => Err(()),
+                    Ok(data) => feeding.sender.try_send(Ok(data)).map_err(drop),
+                    Err(error) => {
+                        let _ = feeding
+                            .sender
+                            .try_send(Err(std::io::Error::other(error.to_string())));
+                        Err(())
+                    }
+                };
+                if sent.is_err() {
+                    // The end of the body (the sender dropped), or nobody left to read.
+                    *pump = None;
+                }
+            }
+        }
     }
 }
 
@@ -185,6 +281,22 @@ impl NativeBridge {
         start_response: Bound<'_, PyAny>,
     ) -> PyResult<BridgeResponse> {
         let mut request = request_from_environ(&environ)?;
+        let mut pump = None;
+        if has_body(&environ) {
+            if let Some(input) = environ.get_item("wsgi.input")? {
+                let (sender, chunks) = tokio::sync::mpsc::channel(1);
+                let demand = Arc::new(Demand::default());
+                *request.body_mut() = Body::new(PumpedBody {
+                    chunks,
+                    demand: demand.clone(),
+                });
+                pump = Some(BodyPump {
+                    input: input.unbind(),
+                    sender,
+                    demand,
+                });
+            }
+        }
         request
             .extensions_mut()
             .insert(OuterEnviron(Arc::new(environ.clone().unbind())));
@@ -194,8 +306,8 @@ impl NativeBridge {
             .lock()
             .map_err(|_| PyRuntimeError::new_err("native layers poisoned"))?
             .clone();
-        let runtime = self.runtime.clone();
-        let response = py.detach(move || runtime.block_on(service.oneshot(request)));
+        let mut call = std::pin::pin!(service.oneshot(request));
+        let response = drive(py, &self.runtime, &mut pump, call.as_mut());
         let response = match response {
             Ok(response) => response,
             Err(never) => match never {},
@@ -211,6 +323,7 @@ impl NativeBridge {
         Ok(BridgeResponse {
             body: Some(SyncWrapper::new(body)),
             runtime: self.runtime.clone(),
+            pump,
         })
     }
 }
@@ -220,6 +333,8 @@ impl NativeBridge {
 pub struct BridgeResponse {
     body: Option<SyncWrapper<Body>>,
     runtime: Handle,
+    /// The rest of the request body, for a response that starts before it ends.
+    pump: Option<BodyPump>,
 }
 
 #[pymethods]
@@ -233,9 +348,8 @@ impl BridgeResponse {
             let Some(body) = self.body.as_mut().map(SyncWrapper::get_mut) else {
                 return Err(PyStopIteration::new_err(()));
             };
-            let runtime = &self.runtime;
-            let frame = py
-                .detach(|| runtime.block_on(async { http_body_util::BodyExt::frame(body).await }));
+            let mut next = std::pin::pin!(http_body_util::BodyExt::frame(body));
+            let frame = drive(py, &self.runtime, &mut self.pump, next.as_mut());
             match frame {
                 None => {
                     self.body = None;
@@ -261,6 +375,7 @@ impl BridgeResponse {
     /// Drop the native body; the inner iterable is closed with it.
     fn close(&mut self) {
         self.body = None;
+        self.pump = None;
     }
 }
 

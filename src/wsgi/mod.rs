@@ -17,7 +17,8 @@
 //! - [`bridge`]: the `NativeBridge`, a WSGI callable that runs native layers on the
 //!   calling Python thread, and `InlineApp`, the app as a service below them.
 //! - `traced`: spans around each Python segment and the application.
-//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`;
+//! - [`service`]: [`WsgiService`], the Python side as a tower `Service`; [`serve`] for
+//!   an app, [`serve_native`] for a native service (a proxy) behind Python middleware;
 //!   [`ticket`]: a request's way to a Python thread (queued, started, abandoned).
 //! - `error`: [`WsgiError`], the one error type of this module.
 
@@ -65,6 +66,9 @@ pub enum AppSource {
     Wsgi(AppSpec),
     /// A PasteDeploy file.
     Paste(PasteSpec),
+    /// Nothing to import: a native service (a proxy) with Python middleware in front of
+    /// it, reached through the `NativeBridge` (see [`serve_native`]).
+    Native,
 }
 
 /// What it takes to load and serve one application.
@@ -114,6 +118,11 @@ pub fn import(source: &AppSource) -> Result<ImportedApp, WsgiError> {
         let (callable, name) = match source {
             AppSource::Wsgi(spec) => (interpreter::load_app(py, spec)?, spec.to_string()),
             AppSource::Paste(paste) => (interpreter::load_paste(py, paste)?, paste.to_string()),
+            AppSource::Native => {
+                return Err(WsgiError::Interpreter(
+                    "a native service has nothing to import".into(),
+                ))
+            }
         };
         Ok(ImportedApp { callable, name })
     })
@@ -127,10 +136,38 @@ pub fn serve(
     stages: &[Stage],
     runtime: tokio::runtime::Handle,
 ) -> Result<WsgiService, WsgiError> {
+    let callable = Python::attach(|py| app.callable.clone_ref(py));
+    serve_callable(callable, &app.name, settings, stages, runtime)
+}
+
+/// Serve a native `service` (a proxy) behind the Python side of its pipeline
+/// (`stages`, outermost first): the stages wrap a `NativeBridge` over the service,
+/// called on a pool of Python threads like an application. `name` names it in spans.
+pub fn serve_native(
+    service: crate::types::GatewayService,
+    name: &str,
+    settings: &AppSettings,
+    stages: &[Stage],
+    runtime: tokio::runtime::Handle,
+) -> Result<WsgiService, WsgiError> {
+    let callable = Python::attach(|py| {
+        Bound::new(py, bridge::NativeBridge::new(service, runtime.clone()))
+            .map(|bridge| bridge.into_any().unbind())
+            .map_err(|e| WsgiError::Interpreter(e.to_string()))
+    })?;
+    serve_callable(callable, name, settings, stages, runtime)
+}
+
+fn serve_callable(
+    callable: Py<PyAny>,
+    name: &str,
+    settings: &AppSettings,
+    stages: &[Stage],
+    runtime: tokio::runtime::Handle,
+) -> Result<WsgiService, WsgiError> {
     let context = Python::attach(|py| -> Result<AppContext, WsgiError> {
         let traced = crate::telemetry::tracing_enabled();
-        let callable = app.callable.clone_ref(py);
-        let composed = compose::compose(py, callable, &app.name, stages, &runtime, traced)?;
+        let composed = compose::compose(py, callable, name, stages, &runtime, traced)?;
         let objects = (|| -> PyResult<_> {
             let errors = Bound::new(py, ErrorStream::default())?.into_any();
             let file_wrapper = py.get_type::<FileWrapper>().into_any();

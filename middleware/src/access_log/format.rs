@@ -6,7 +6,7 @@ use http::HeaderName;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     /// An atom gunicorn does not define.
-    #[error("unknown access log atom %({0})s; known: h l u t r m U q H s B b f a T D M L p trace_id span_id {{header}}i {{header}}o {{name}}e")]
+    #[error("unknown access log atom %({0})s; known: h l u t r m U q H s B b f a T D M L p trace_id span_id upstream_addr upstream_time {{header}}i {{header}}o {{name}}e")]
     UnknownAtom(String),
     /// A `%(` without its closing `)s`.
     #[error("unterminated atom at byte {0} of the access log format")]
@@ -69,6 +69,11 @@ pub enum Atom {
     TraceId,
     /// `span_id`: the id of the request's server span (`-` when not exported).
     SpanId,
+    /// `upstream_addr`: the upstream servers a proxied request went to (`-` otherwise).
+    UpstreamAddr,
+    /// `upstream_time`: seconds (three decimals) until the upstream's response head
+    /// (`-` when not proxied).
+    UpstreamTime,
 }
 
 /// How access log lines look.
@@ -168,6 +173,8 @@ fn atom(name: &str) -> Result<Atom, FormatError> {
         "p" => Atom::Pid,
         "trace_id" => Atom::TraceId,
         "span_id" => Atom::SpanId,
+        "upstream_addr" => Atom::UpstreamAddr,
+        "upstream_time" => Atom::UpstreamTime,
         _ => return Err(FormatError::UnknownAtom(name.into())),
     })
 }

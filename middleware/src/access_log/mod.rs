@@ -33,7 +33,7 @@ pub use format::{Atom, FormatError, LogFormat};
 pub use sink::{LogSink, Output};
 
 use crate::request_path::OriginalTarget;
-use crate::{AuthenticatedUser, Body, ConnectionInfo, TraceIds, UserSlot};
+use crate::{AuthenticatedUser, Body, ConnectionInfo, TraceIds, UpstreamInfo, UserSlot};
 
 /// Writes an access log line for every response.
 #[derive(Clone, Debug)]
@@ -200,6 +200,7 @@ where
                 .map(|u| u.0.clone())
                 .or_else(|| user.get().map(str::to_owned)),
             bytes: 0,
+            upstream: parts.extensions.get::<UpstreamInfo>().cloned(),
         };
         Poll::Ready(Ok(Response::from_parts(
             parts,
@@ -219,6 +220,7 @@ struct PendingLine {
     headers: HeaderMap,
     user: Option<String>,
     bytes: u64,
+    upstream: Option<UpstreamInfo>,
 }
 
 impl PendingLine {
@@ -269,6 +271,8 @@ impl PendingLine {
             "user": self.user,
             "trace_id": self.facts.trace.as_ref().map(|t| &t.trace_id),
             "span_id": self.facts.trace.as_ref().map(|t| &t.span_id),
+            "upstream_addr": self.upstream.as_ref().map(|u| &u.address),
+            "upstream_time": self.upstream.as_ref().map(|u| u.duration.as_secs_f64()),
         })
         .to_string();
         line.push('\n');
@@ -358,6 +362,17 @@ impl PendingLine {
                 },
                 Atom::SpanId => match &self.facts.trace {
                     Some(trace) => write!(line, "{}", trace.span_id),
+                    None => write!(line, "-"),
+                },
+                Atom::UpstreamAddr => {
+                    text(
+                        &mut line,
+                        self.upstream.as_ref().map(|u| u.address.as_bytes()),
+                    );
+                    Ok(())
+                }
+                Atom::UpstreamTime => match &self.upstream {
+                    Some(upstream) => write!(line, "{:.3}", upstream.duration.as_secs_f64()),
                     None => write!(line, "-"),
                 },
                 Atom::Env(name) => {

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""The reverse proxy: wsgi-gateway's `proxy` route against nginx's `proxy_pass`.
+
+Both proxy to the same upstream, an nginx (1 worker) that answers a 13-byte body from
+memory, each with one worker and keep-alive connections to it:
+
+- wsgi-gateway: `[upstream.bench] servers = ["127.0.0.1:UPSTREAM"]` and a route
+  `proxy = "bench"` (pooled HTTP/1.1, the default `max_idle`);
+- nginx: `upstream bench { server 127.0.0.1:UPSTREAM; keepalive 64; }` and
+  `proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";`
+  with `X-Forwarded-For` set, as the gateway does.
+
+They are loaded in turn with the same `wrk -t1` on loopback for several alternating
+rounds; the script prints req/s, p99, server CPU per request (each proxy's process
+tree, not the upstream's) and RSS, and the gateway's median ratios against nginx.
+
+`--stream` instead sends 1 GiB up (to an upstream location that discards it) and 1 GiB
+down (a sparse file) through each proxy and prints the time and each proxy's peak RSS:
+bodies stream, so the peak stays flat.
+
+Run bench/setup.sh first (or `bench/run.sh proxy`); nginx comes from Debian.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchlib import GATEWAY, ROOT, compare, descendants, free_port, only, parse_args, report
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+GIB = 1 << 30
+
+
+def nginx_conf(folder, name, port, body):
+    """Write an nginx config with one server block `body` on `port`; return its argv."""
+    temp = os.path.join(folder, f"{name}-{port}")
+    os.makedirs(temp, exist_ok=True)
+    conf = os.path.join(temp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+worker_processes 1;
+pid {temp}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_max_body_size 0;
+    client_body_temp_path {temp}/client;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{body}
+}}
+""")
+    return [NGINX, "-p", temp, "-c", conf, "-e", "stderr"]
+
+
+def start_upstream(folder):
+    """The shared upstream: 13 bytes from memory, a sink, and a sparse 1 GiB file."""
+    big = os.path.join(folder, "big.bin")
+    with open(big, "wb") as f:
+        f.truncate(GIB)
+    os.chmod(folder, 0o755)
+    port = free_port()
+    argv = nginx_conf(folder, "upstream", port, f"""    server {{
+        listen 127.0.0.1:{port};
+        location = / {{ return 200 "Hello, World!"; }}
+        location = /sink {{ return 200 "ok"; }}
+        location = /big {{ alias {big}; }}
+    }}""")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_port(port)
+    return proc, port
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def servers(folder, upstream):
+    """name -> function of the port that returns the argv."""
+    def gateway(port):
+        conf = os.path.join(folder, f"gateway-{port}.toml")
+        with open(conf, "w") as f:
+            f.write(f"""[limits]
+max_body_size = "2GiB"
+[upstream.bench]
+servers = ["127.0.0.1:{upstream}"]
+read_timeout = "600s"
+[[route]]
+proxy = "bench"
+""")
+        return [GATEWAY, "serve", "--config", conf, "--bind", f"127.0.0.1:{port}",
+                "--workers", "1"]
+
+    def nginx(port):
+        return nginx_conf(folder, "proxy", port, f"""    upstream bench {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_read_timeout 600s;
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}""")
+
+    return {"wsgi-gateway": gateway, "nginx": nginx}
+
+
+def peak_rss_kib(pid):
+    """The largest VmHWM (peak RSS) in a process tree."""
+    peak = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+    return peak
+
+
+def stream(chosen, gib):
+    """1 GiB (or `gib`) up and down through each proxy: time and peak RSS."""
+    size = int(gib * GIB)
+    for name, argv in chosen.items():
+        port = free_port()
+        proc = subprocess.Popen(argv(port), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_port(port)
+            time.sleep(0.5)
+            before = peak_rss_kib(proc.pid)
+            started = time.time()
+            up = subprocess.run(
+                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-",
+                 "-H", "Transfer-Encoding: chunked", f"http://127.0.0.1:{port}/sink"],
+                input=None, stdin=open_zeros(size), capture_output=True, text=True)
+            up_s = time.time() - started
+            started = time.time()
+            down = subprocess.run(
+                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                 "-r", f"0-{size - 1}", f"http://127.0.0.1:{port}/big"],
+                capture_output=True, text=True)
+            down_s = time.time() - started
+            peak = peak_rss_kib(proc.pid)
+            print(f"{name:13s} up {up.stdout.strip()} in {up_s:6.2f} s   "
+                  f"down {down.stdout.strip()} in {down_s:6.2f} s   "
+                  f"peak RSS {before / 1024:6.1f} -> {peak / 1024:6.1f} MiB", flush=True)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=10)
+
+
+def open_zeros(size):
+    """A pipe that yields `size` zero bytes (curl reads the upload from it)."""
+    return subprocess.Popen(["head", "-c", str(size), "/dev/zero"],
+                            stdout=subprocess.PIPE).stdout
+
+
+def options(parser):
+    parser.add_argument("--stream", action="store_true",
+                        help="1 GiB up and down instead of the throughput rounds")
+    parser.add_argument("--gib", type=float, default=1.0, help="size for --stream, in GiB")
+
+
+def main():
+    args = parse_args(__doc__, extra=options)
+    if not os.path.exists(NGINX):
+        print("bench/proxy.py: nginx is missing (apt-get install nginx-light)", file=sys.stderr)
+        return 1
+    folder = tempfile.mkdtemp(prefix="proxy-bench-")
+    upstream, upstream_port = start_upstream(folder)
+    try:
+        chosen = only(servers(folder, upstream_port), args.only)
+        if args.stream:
+            stream(chosen, args.gib)
+        else:
+            results = compare(chosen, ROOT, args.rounds, args.seconds, args.connections)
+            report(results)
+    finally:
+        os.killpg(upstream.pid, 15)
+        upstream.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

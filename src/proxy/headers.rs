@@ -1,0 +1,269 @@
+//! The request and response heads on their way through the proxy: hop-by-hop fields
+//! removed both ways (the fixed list and every field `Connection` names, RFC 9110
+//! section 7.6.1), the client described to the upstream (`X-Forwarded-*` or
+//! `Forwarded`, replacing whatever the client sent), the `Host` policy and the target.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+
+use crate::config::{ForwardedStyle, HostPolicy};
+use crate::types::ConnectionInfo;
+
+/// Fields that describe one connection, never forwarded (RFC 9110 section 7.6.1, plus
+/// `Proxy-Connection` and the proxy credentials of RFC 7235).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Fields by which a client could pose as a proxy; replaced by the gateway's own.
+const FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-prefix"),
+];
+
+/// True when the `Connection` fields list `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade` listed in
+/// `Connection`), if any.
+pub(crate) fn requested_upgrade(
+    version: http::Version,
+    headers: &HeaderMap,
+) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = headers.get(header::UPGRADE)?;
+    connection_has(headers, "upgrade").then(|| upgrade.clone())
+}
+
+/// Remove the hop-by-hop fields: those `Connection` names first, then the fixed list.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|item| HeaderName::from_bytes(item.trim_ascii()).ok())
+        .collect();
+    for name in named {
+        // A client must not make the proxy drop the fields it adds or needs.
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// How the request head is rewritten for an upstream.
+pub(crate) struct RequestRewrite<'a> {
+    pub(crate) host: &'a HostPolicy,
+    pub(crate) forwarded: ForwardedStyle,
+    /// The canonical prefix to strip, if any.
+    pub(crate) strip_prefix: Option<&'a str>,
+}
+
+/// The upstream request's head: headers with hop-by-hop and forwarding fields replaced,
+/// and the target (origin form). `upgrade` is kept as `Upgrade` + `Connection: upgrade`.
+pub(crate) fn upstream_head(
+    rewrite: &RequestRewrite<'_>,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    info: Option<&ConnectionInfo>,
+    upgrade: Option<HeaderValue>,
+    server_authority: &str,
+) -> PathAndQuery {
+    // The client's host: Host, or :authority for HTTP/2.
+    let client_host = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    remove_hop_by_hop(headers);
+    // The server answers 100 Continue to the client itself when the body is read.
+    headers.remove(header::EXPECT);
+    for name in &FORWARDING {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let host = match rewrite.host {
+        HostPolicy::Client => client_host
+            .clone()
+            .or_else(|| HeaderValue::from_str(server_authority).ok()),
+        HostPolicy::Upstream => HeaderValue::from_str(server_authority).ok(),
+        HostPolicy::Fixed(value) => Some(value.clone()),
+    };
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    let (path, stripped) = target_path(uri.path(), rewrite.strip_prefix);
+    if let Some(info) = info {
+        describe_client(rewrite.forwarded, headers, info, client_host.as_ref());
+    }
+    if let Some(prefix) = stripped {
+        if rewrite.forwarded != ForwardedStyle::None {
+            if let Ok(value) = HeaderValue::from_str(prefix) {
+                headers.insert(HeaderName::from_static("x-forwarded-prefix"), value);
+            }
+        }
+    }
+    if stripped.is_none() {
+        // The target as routed, shared rather than copied.
+        if let Some(target) = uri.path_and_query() {
+            return target.clone();
+        }
+    }
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    PathAndQuery::try_from(target).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// The path sent upstream and the prefix stripped from it, if any.
+fn target_path<'a>(
+    path: &'a str,
+    strip_prefix: Option<&'a str>,
+) -> (std::borrow::Cow<'a, str>, Option<&'a str>) {
+    let Some(prefix) = strip_prefix else {
+        return (path.into(), None);
+    };
+    match gateway_middleware::request_path::path_under(path, prefix) {
+        Some(rest) if rest.starts_with('/') => (rest.into(), Some(prefix)),
+        Some(rest) => (format!("/{rest}").into(), Some(prefix)),
+        None => (path.into(), None),
+    }
+}
+
+/// `X-Forwarded-For/-Proto/-Host` or `Forwarded`, from what the trust chain resolved.
+fn describe_client(
+    style: ForwardedStyle,
+    headers: &mut HeaderMap,
+    info: &ConnectionInfo,
+    host: Option<&HeaderValue>,
+) {
+    let client = info.peer.map(|peer| peer.ip());
+    match style {
+        ForwardedStyle::None => {}
+        ForwardedStyle::XForwarded => {
+            if let Some(ip) = client {
+                if let Ok(value) = HeaderValue::from_str(&ip.to_string()) {
+                    headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+                }
+            }
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(info.scheme),
+            );
+            if let Some(host) = host {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+            }
+        }
+        ForwardedStyle::Forwarded => {
+            let mut value = String::with_capacity(64);
+            if let Some(ip) = client {
+                match ip {
+                    IpAddr::V4(v4) => value.push_str(&format!("for={v4}")),
+                    IpAddr::V6(v6) => value.push_str(&format!("for=\"[{v6}]\"")),
+                }
+                value.push(';');
+            }
+            value.push_str("proto=");
+            value.push_str(info.scheme);
+            if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+                value.push_str(&format!(";host=\"{host}\""));
+            }
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::FORWARDED, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn connection_named_fields_go_too() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-kept", "3"),
+        ]);
+        remove_hop_by_hop(&mut map);
+        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn upstream_head_replaces_forwarding_and_strips_the_prefix() {
+        let mut map = headers(&[
+            ("host", "shop.example"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        let info = ConnectionInfo {
+            peer: Some("203.0.113.9:5000".parse().unwrap()),
+            local: None,
+            scheme: "https",
+        };
+        let rewrite = RequestRewrite {
+            host: &HostPolicy::Client,
+            forwarded: ForwardedStyle::XForwarded,
+            strip_prefix: Some("/api"),
+        };
+        let uri: Uri = "/api/users?x=1".parse().unwrap();
+        let target = upstream_head(&rewrite, &uri, &mut map, Some(&info), None, "10.0.0.1:80");
+        assert_eq!(target.as_str(), "/users?x=1");
+        assert_eq!(map["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "shop.example");
+        assert_eq!(map["x-forwarded-prefix"], "/api");
+        assert_eq!(map["host"], "shop.example");
+        assert!(map.get("forwarded").is_none());
+        assert!(map.get("upgrade").is_none(), "not an upgrade: dropped");
+        let (path, _) = target_path("/api", Some("/api"));
+        assert_eq!(path, "/");
+        let (path, stripped) = target_path("/apis", Some("/api"));
+        assert_eq!((path.as_ref(), stripped), ("/apis", None));
+    }
+}
