@@ -139,3 +139,56 @@ fn number(text: &str, key: &str, comments: &mut Comments) -> Option<i64> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn convert(options: &[(&str, &str)]) -> (ServerPlan, Vec<String>) {
+        let mut ctx = Context {
+            main_file: Path::new("/srv/production.ini"),
+            out_dir: PathBuf::from("/srv"),
+            cwd: PathBuf::from("/srv"),
+            logging: None,
+            warnings: Vec::new(),
+        };
+        let section = ServerSection {
+            section: "server:main".into(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let plan = server(&section, &mut ctx);
+        (plan, ctx.warnings)
+    }
+
+    #[test]
+    fn waitress_paste_and_gunicorn_sections() {
+        let (waitress, _) = convert(&[("use", "egg:waitress#main"), ("port", "6543")]);
+        assert_eq!(waitress.bind, ["0.0.0.0:6543"]);
+        assert_eq!(waitress.threads, Some(4), "waitress's default");
+        let (listen, _) = convert(&[("use", "egg:waitress#main"), ("listen", "*:8080 [::1]:9")]);
+        assert_eq!(listen.bind, ["0.0.0.0:8080", "[::1]:9"]);
+        let (paste, _) = convert(&[("use", "egg:Paste#http"), ("threadpool_workers", "7")]);
+        assert_eq!(
+            (paste.bind[0].as_str(), paste.threads),
+            ("127.0.0.1:8080", Some(7))
+        );
+        let (gunicorn, warnings) = convert(&[
+            ("use", "egg:gunicorn#main"),
+            ("bind", "unix:/run/app.sock"),
+            ("workers", "3"),
+            ("worker_class", "gevent"),
+        ]);
+        assert_eq!(gunicorn.bind, ["unix:/run/app.sock"]);
+        assert_eq!(gunicorn.workers, Some(3));
+        assert_eq!(
+            warnings,
+            ["[server:main]: worker_class = gevent is not translated"]
+        );
+        let (ipv6, _) = convert(&[("use", "egg:waitress#main"), ("host", "::"), ("port", "80")]);
+        assert_eq!(ipv6.bind, ["[::]:80"]);
+    }
+}

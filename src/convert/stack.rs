@@ -196,7 +196,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                                     .into(),
                             );
                         }
-                        self.mount_routes(map, None, "", &per_route)?;
+                        self.mount_routes(map, &chain.leaf.origin, None, "", &per_route)?;
                     }
                     terminal => {
                         let routes = self.route(
@@ -215,10 +215,12 @@ impl<'c, 'a> Builder<'c, 'a> {
         Ok(())
     }
 
-    /// The routes of a urlmap mounted at `base` (`""`: the root) on `host`.
+    /// The routes of a urlmap (read from `origins`) mounted at `base` (`""`: the root)
+    /// on `host`.
     fn mount_routes(
         &mut self,
         map: &UrlMap,
+        origins: &Origins,
         host: Option<&str>,
         base: &str,
         inherited: &[Layer],
@@ -252,10 +254,11 @@ impl<'c, 'a> Builder<'c, 'a> {
             middleware.iter_mut().for_each(|layer| {
                 layer.comments.0.truncate(1);
             });
-            let mut comments = Comments::line(
-                "what the nested urlmap above takes but none of its mounts does: 404, as URLMap \
+            let mut comments = Comments::line(format!(
+                "what the urlmap {} takes but none of its mounts does: 404, as URLMap \
                  answered (its HTML page becomes a plain one)",
-            );
+                self.ctx.provenance(origins).trim_start_matches("from ")
+            ));
             if middleware.len() < inherited.len() {
                 comments.push("NOTE: the Python filters above did see these 404s under Paste");
             }
@@ -266,7 +269,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 methods: None,
                 action: Action::Respond {
                     status: 404,
-                    body: "Not Found\n".into(),
+                    body: "Not Found".into(),
                 },
                 middleware,
             });
@@ -291,7 +294,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             Terminal::UrlMap(inner) => {
                 let mut layers = inherited.to_vec();
                 layers.extend(self.layers(&chain.filters));
-                return self.mount_routes(inner, host, &path, &layers);
+                return self.mount_routes(inner, &chain.leaf.origin, host, &path, &layers);
             }
             Terminal::Static { .. }
                 if own_python || inherited.iter().any(|l| l.kind.is_python()) =>
@@ -386,7 +389,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                         methods: None,
                         action: Action::Respond {
                             status: 400,
-                            body: "Disallowed\n".into(),
+                            body: "Disallowed".into(),
                         },
                         // A fixed answer has no app for a Python layer to wrap.
                         middleware: middleware
@@ -637,7 +640,8 @@ fn proxy_target(leaf: &Leaf) -> Result<ProxyTarget, String> {
         .filter(|m| !m.is_empty());
     let suppress = conf
         .get("suppress_http_headers")
-        .map(|h| h.split_whitespace().map(|s| s.replace('_', "-")).collect())
+        // As written: Paste compared them with the header names, `_` never matched.
+        .map(|h| h.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
     Ok(ProxyTarget {
         servers: vec![server],
