@@ -39,6 +39,55 @@ pub enum Command {
     Check(ConfigArgs),
     /// Print the merged configuration, each value with where it came from.
     Config(ConfigArgs),
+    /// Convert a PasteDeploy .ini into a gateway.toml: urlmap -> routes, TransLogger,
+    /// gzipper and htpasswd auth -> native layers, other filters and apps kept in Python.
+    Convert(ConvertArgs),
+}
+
+/// Flags of `convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The PasteDeploy file, FILE.ini or FILE.ini#NAME. It is read with PasteDeploy from
+    /// the Python of $VIRTUAL_ENV (as `serve` uses it); nothing of the stack is run.
+    #[arg(value_name = "FILE.ini")]
+    pub ini: String,
+    /// The app, pipeline or composite to convert [default: main, or FILE.ini#NAME].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Write the configuration to this file instead of stdout (its relative paths are
+    /// then relative to its folder).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Folders the apps import from, comma-separated [app.python_path]
+    /// [default: the .ini's folder].
+    #[arg(long, value_name = "DIRS")]
+    pub pythonpath: Option<String>,
+}
+
+impl ConvertArgs {
+    /// The file and the name: `--name`, else the `#NAME` of the file, else `main`.
+    pub fn ini_and_name(&self) -> (PathBuf, String) {
+        let (file, fragment) = match self.ini.rsplit_once('#') {
+            Some((file, name)) if !name.is_empty() => (file, Some(name)),
+            _ => (self.ini.trim_end_matches('#'), None),
+        };
+        let name = self
+            .name
+            .clone()
+            .or(fragment.map(str::to_owned))
+            .unwrap_or_else(|| "main".to_owned());
+        (PathBuf::from(file), name)
+    }
+
+    /// `--pythonpath`, split.
+    pub fn python_path(&self) -> Option<Vec<PathBuf>> {
+        self.pythonpath
+            .as_deref()
+            .map(|dirs| split_list(dirs).into_iter().map(PathBuf::from).collect())
+    }
 }
 
 /// Flags of `serve`.
@@ -294,7 +343,7 @@ pub fn config_file(named: Option<PathBuf>) -> Option<PathBuf> {
 
 /// `argv` with `serve` put in where it was left out (`wsgi-gateway app:app -w 4`).
 pub fn with_default_command(argv: Vec<OsString>) -> Vec<OsString> {
-    const COMMANDS: [&str; 4] = ["serve", "check", "config", "help"];
+    const COMMANDS: [&str; 5] = ["serve", "check", "config", "convert", "help"];
     const OWN_FLAGS: [&str; 4] = ["-h", "--help", "-V", "--version"];
     let first = argv.get(1).and_then(|a| a.to_str());
     match first {

@@ -16,6 +16,8 @@
 //! - [`startup`]: the one start-up step that checks and builds what the configuration
 //!   names (certificates, files, layers), used by `serve` and `check`.
 //! - [`workers`]: the supervisor process and a worker's life (serve, recycle, drain).
+//! - [`convert`]: `wsgi-gateway convert`, a PasteDeploy `.ini` read by PasteDeploy in
+//!   the embedded interpreter ([`wsgi`]) and written out as a gateway.toml.
 //! - [`cli`]: flags and subcommands; [`run`] is what the binary calls.
 //!
 //! # Life of a request
@@ -27,6 +29,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Config(args) => print_config(&args),
+        Command::Convert(args) => convert(&args),
         Command::Serve(args) => {
             let environment = match args.config.environment() {
                 Ok(pairs) => pairs,
@@ -128,6 +132,40 @@ fn check(args: &cli::ConfigArgs) -> ExitCode {
     );
     // Python threads may be parked; exit without finalising the interpreter.
     std::process::exit(0)
+}
+
+/// `convert`: the gateway.toml to stdout (or `--output`), and on stderr what stays in
+/// Python; 2 when the `.ini` cannot be read.
+fn convert(args: &cli::ConvertArgs) -> ExitCode {
+    let (ini, name) = args.ini_and_name();
+    let request = convert::ConvertRequest {
+        ini,
+        name,
+        output: args.output.clone(),
+        python_path: args.python_path(),
+        force: args.force,
+    };
+    match convert::convert(&request) {
+        Ok(converted) => {
+            if request.output.is_none() {
+                print!("{}", converted.toml);
+            }
+            for line in &converted.warnings {
+                eprintln!("wsgi-gateway convert: {line}");
+            }
+            if let Some(output) = &request.output {
+                eprintln!("wsgi-gateway convert: wrote {}", output.display());
+            }
+            // Python may hold threads of its own; exit without finalising it.
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(0)
+        }
+        Err(error) => {
+            eprintln!("wsgi-gateway convert: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 /// `config`: the merged configuration, one key per line, with where it came from.

@@ -62,6 +62,38 @@ fn the_config_order_is_the_order_a_request_meets_the_layers() {
 }
 
 #[test]
+fn pastedeploy_factory_forms_get_their_global_conf() {
+    let gateway = GatewayBuilder::new()
+        .no_app_flag()
+        .config(
+            r#"
+[app]
+wsgi = "trail:trail_app"
+
+[[middleware]]
+kind = "python"
+filter_app_factory = "trail:trail_filter_app_factory"
+options = { name = "app-form" }
+global_conf = { site = "example", here = "sub" }
+
+[[middleware]]
+kind = "python"
+filter_factory = "trail:trail_global_filter_factory"
+options = { name = "filter-form" }
+"#,
+        )
+        .start();
+    let response = gateway.get("/");
+    assert_eq!(response.status, 200, "{}", gateway.logs());
+    // filter_app_factory(app, global_conf, **options), with `here` resolved against the
+    // config file's folder; filter_factory without global_conf gets an empty dict.
+    assert_eq!(
+        field(&response.text(), "trail"),
+        "app-form:example:abs-sub,filter-form:-:rel-"
+    );
+}
+
+#[test]
 fn the_environ_and_the_python_thread_are_shared_across_a_native_layer() {
     let gateway = GatewayBuilder::new()
         .no_app_flag()

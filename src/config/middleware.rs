@@ -193,18 +193,50 @@ fn static_cache_max_file() -> ByteSize {
     ByteSize(1 << 20)
 }
 
-/// `kind = "python"`: exactly one of `factory` and `filter_factory`.
+/// `kind = "python"`: exactly one of `factory`, `filter_factory` and
+/// `filter_app_factory`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PythonConfig {
     /// `"module:callable"` called as `callable(app, **options)`.
     pub factory: Option<AppSpec>,
     /// `"module:callable"` called as `callable(global_conf, **options)(app)`
-    /// (PasteDeploy filter factories).
+    /// (PasteDeploy's `paste.filter_factory`).
     pub filter_factory: Option<AppSpec>,
+    /// `"module:callable"` called as `callable(app, global_conf, **options)`
+    /// (PasteDeploy's `paste.filter_app_factory`, the form of Paste's own filters).
+    pub filter_app_factory: Option<AppSpec>,
     /// Keyword arguments, passed as they are written (strings, numbers, booleans,
     /// arrays, tables).
     pub options: BTreeMap<String, serde_json::Value>,
+    /// The `global_conf` dict the two PasteDeploy forms receive (default empty): what
+    /// PasteDeploy passes from the `.ini`'s `[DEFAULT]` section. `here` and `__file__`,
+    /// which PasteDeploy sets to the `.ini`'s folder and path, are paths relative to
+    /// this config file's folder when they are not absolute.
+    pub global_conf: BTreeMap<String, String>,
+}
+
+impl PythonConfig {
+    /// The factory named, whichever form it is.
+    pub fn spec(&self) -> Option<&AppSpec> {
+        self.factory
+            .as_ref()
+            .or(self.filter_factory.as_ref())
+            .or(self.filter_app_factory.as_ref())
+    }
+
+    /// True when exactly one of the three factory keys is set.
+    pub fn has_one_factory(&self) -> bool {
+        [
+            self.factory.is_some(),
+            self.filter_factory.is_some(),
+            self.filter_app_factory.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count()
+            == 1
+    }
 }
 
 /// Header changes for one direction.

@@ -613,10 +613,11 @@ fn validate(config: &GatewayConfig, figment: &Figment) -> Result<(), ConfigError
     validate_upstreams(config, figment, &problems);
     for (index, entry) in config.middleware.iter().enumerate() {
         if let MiddlewareConfig::Python(python) = entry {
-            if python.factory.is_some() == python.filter_factory.is_some() {
+            if !python.has_one_factory() {
                 invalid(
                     &format!("middleware[{index}]"),
-                    "(python) set exactly one of factory and filter_factory".into(),
+                    "(python) set exactly one of factory and filter_factory (or filter_app_factory)"
+                        .into(),
                 );
             }
         }

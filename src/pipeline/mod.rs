@@ -42,7 +42,7 @@ use crate::config::{
 use crate::metrics::MeterLayer;
 use crate::telemetry::request_span::RequestSpanLayer;
 use crate::types::{error_response, GatewayService, NativeLayer};
-use crate::wsgi::{PythonStage, Stage};
+use crate::wsgi::{FactoryProtocol, PythonStage, Stage};
 
 /// The pipeline, split where it crosses into Python.
 #[derive(Clone, Default)]
@@ -75,8 +75,9 @@ pub fn plan(entries: &[MiddlewareConfig], base: &Path) -> Result<Plan, PipelineE
             message,
         };
         if let MiddlewareConfig::Python(python) = entry {
-            plan.python
-                .push(Stage::Python(python_stage(index, python).map_err(fail)?));
+            plan.python.push(Stage::Python(
+                python_stage(index, python, base).map_err(fail)?,
+            ));
             continue;
         }
         let layer = native_layer(entry, base).map_err(fail)?;
@@ -179,20 +180,56 @@ fn native_layer(entry: &MiddlewareConfig, base: &Path) -> Result<NativeLayer, St
     }
 }
 
-fn python_stage(index: usize, config: &PythonConfig) -> Result<PythonStage, String> {
-    let (spec, filter) = match (&config.factory, &config.filter_factory) {
-        (Some(spec), None) => (spec.clone(), false),
-        (None, Some(spec)) => (spec.clone(), true),
-        _ => return Err("set exactly one of factory and filter_factory".into()),
+fn python_stage(index: usize, config: &PythonConfig, base: &Path) -> Result<PythonStage, String> {
+    let (spec, protocol) = match (
+        &config.factory,
+        &config.filter_factory,
+        &config.filter_app_factory,
+    ) {
+        (Some(spec), None, None) => (spec.clone(), FactoryProtocol::Factory),
+        (None, Some(spec), None) => (spec.clone(), FactoryProtocol::FilterFactory),
+        (None, None, Some(spec)) => (spec.clone(), FactoryProtocol::FilterAppFactory),
+        _ => {
+            return Err(
+                "set exactly one of factory and filter_factory (or filter_app_factory)".into(),
+            )
+        }
     };
     let options_json =
         serde_json::to_string(&config.options).map_err(|e| format!("options: {e}"))?;
+    // PasteDeploy sets `here` and `__file__` to paths; relative ones are the config's.
+    let mut global_conf = config.global_conf.clone();
+    for key in ["here", "__file__"] {
+        if let Some(path) = global_conf.get_mut(key) {
+            if Path::new(path.as_str()).is_relative() {
+                *path = normalize(&base.join(path.as_str())).display().to_string();
+            }
+        }
+    }
+    let global_conf_json =
+        serde_json::to_string(&global_conf).map_err(|e| format!("global_conf: {e}"))?;
     Ok(PythonStage {
         index,
         spec,
-        filter,
+        protocol,
         options_json,
+        global_conf_json,
     })
+}
+
+/// `base/./x/..` as `base`: lexically, without touching the file system.
+fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The pipeline in one line, with Python segments in brackets:
@@ -203,8 +240,9 @@ pub fn describe(config: &GatewayConfig) -> String {
     for entry in &config.middleware {
         match entry {
             MiddlewareConfig::Python(python) => {
-                let spec = python.factory.as_ref().or(python.filter_factory.as_ref());
-                let spec = spec.map_or_else(|| "?".to_owned(), ToString::to_string);
+                let spec = python
+                    .spec()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string);
                 segment.push(format!("python {spec}"));
             }
             native => {

@@ -22,10 +22,23 @@ pub struct PythonStage {
     pub index: usize,
     /// `module:callable` of the factory.
     pub spec: AppSpec,
-    /// PasteDeploy `filter_factory` (true) or `factory(app, **options)` (false).
-    pub filter: bool,
+    /// How the factory is called.
+    pub protocol: FactoryProtocol,
     /// The options table as JSON.
     pub options_json: String,
+    /// PasteDeploy's `global_conf` as JSON (a table of strings; `{}` when unset).
+    pub global_conf_json: String,
+}
+
+/// How a Python middleware factory is called with the app below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactoryProtocol {
+    /// `factory(app, **options)`.
+    Factory,
+    /// PasteDeploy's `paste.filter_factory`: `factory(global_conf, **options)(app)`.
+    FilterFactory,
+    /// PasteDeploy's `paste.filter_app_factory`: `factory(app, global_conf, **options)`.
+    FilterAppFactory,
 }
 
 /// One step of the Python side of the pipeline, outermost first.
@@ -117,15 +130,17 @@ fn wrap_python(
     })?;
     let options =
         options_dict(py, &stage.options_json).map_err(|e| fail(format_exception(py, &e)))?;
-    let wrapped = if stage.filter {
+    let global_conf =
+        options_dict(py, &stage.global_conf_json).map_err(|e| fail(format_exception(py, &e)))?;
+    let factory = factory.bind(py);
+    let wrapped = match stage.protocol {
+        FactoryProtocol::Factory => factory.call((app,), Some(&options)),
         // PasteDeploy: filter_factory(global_conf, **local_conf)(app)
-        let global_conf = PyDict::new(py);
-        factory
-            .bind(py)
+        FactoryProtocol::FilterFactory => factory
             .call((global_conf,), Some(&options))
-            .and_then(|filter| filter.call1((app,)))
-    } else {
-        factory.bind(py).call((app,), Some(&options))
+            .and_then(|filter| filter.call1((app,))),
+        // PasteDeploy: filter_app_factory(app, global_conf, **local_conf)
+        FactoryProtocol::FilterAppFactory => factory.call((app, global_conf), Some(&options)),
     };
     let wrapped = wrapped.map_err(|e| fail(format_exception(py, &e)))?;
     if !wrapped.is_callable() {
@@ -138,7 +153,7 @@ fn wrap_python(
     Ok(wrapped.unbind())
 }
 
-/// The entry's `options` table as keyword arguments.
+/// A JSON object (the entry's `options`, or `global_conf`) as a dict.
 fn options_dict<'py>(py: Python<'py>, json: &str) -> PyResult<Bound<'py, PyDict>> {
     let loaded = py.import("json")?.call_method1("loads", (json,))?;
     Ok(loaded.cast_into::<PyDict>()?)

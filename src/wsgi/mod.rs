@@ -49,7 +49,7 @@ use crate::config::{AppSpec, PasteSpec};
 
 use pyo3::prelude::*;
 
-pub use compose::{PythonStage, Stage};
+pub use compose::{FactoryProtocol, PythonStage, Stage};
 pub use error::WsgiError;
 pub use service::WsgiService;
 pub use ticket::JobTicket;

@@ -5,6 +5,7 @@ and to the X-Trail response header on the way back out, so a test can read the o
 from outside.
 """
 
+import os
 import threading
 
 
@@ -60,3 +61,20 @@ def make_trail(app, name, mark=False):
 
 def trail_filter_factory(global_conf, name, mark=False):
     return lambda app: Trail(app, name, mark)
+
+
+def _conf_mark(name, global_conf):
+    """`name:site:here`, here reduced to whether it is absolute and its last part."""
+    here = global_conf.get("here", "")
+    kind = "abs" if os.path.isabs(here) else "rel"
+    return f"{name}:{global_conf.get('site', '-')}:{kind}-{os.path.basename(here)}"
+
+
+def trail_global_filter_factory(global_conf, name):
+    """PasteDeploy filter_factory whose trail name shows the global_conf it got."""
+    return lambda app: Trail(app, _conf_mark(name, global_conf))
+
+
+def trail_filter_app_factory(app, global_conf, name):
+    """PasteDeploy filter_app_factory: called with the app and global_conf."""
+    return Trail(app, _conf_mark(name, global_conf))
