@@ -621,9 +621,12 @@ fn a_composite_it_does_not_know_is_loaded_by_paste_deploy() {
 
 #[test]
 fn pastes_proxy_becomes_an_upstream() {
-    // Text only: upstreams come with another branch; `check` does not know them yet.
-    let done = run(&["convert", "proxy.ini"], &fixtures());
+    let dir = fixtures();
+    let done = run(&["convert", "proxy.ini"], &dir);
     assert!(done.status.success(), "{done:?}");
+    // The generated upstream and proxy route pass `check` like every other output.
+    let converted = convert(&dir, "proxy.ini", &[]);
+    assert_eq!(converted.text, done.stdout);
     let parsed: toml::Value = done.stdout.parse().unwrap();
     assert_eq!(
         parsed["upstream"]["backend"]["servers"]
