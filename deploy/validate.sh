@@ -42,7 +42,10 @@ echo "== container config is the same in kustomize and helm"
 cmp deploy/kustomize/base/gateway.toml deploy/helm/wsgi-gateway/files/gateway.toml
 
 echo "== wsgi-gateway check (container config)"
-cargo run --quiet --bin wsgi-gateway -- check --config deploy/kustomize/base/gateway.toml
+# check imports the app as a worker would: the image puts config/example at /app/src,
+# so point python_path there for the check.
+cargo run --quiet --bin wsgi-gateway -- check --config deploy/kustomize/base/gateway.toml \
+    --pythonpath "$PWD/config/example"
 
 echo "== hadolint deploy/Dockerfile"
 hadolint deploy/Dockerfile
