@@ -9,7 +9,7 @@ use crate::config::{CliApp, CliOverrides, CliServer};
 /// Serve a Python WSGI application (PEP 3333): HTTP/1.1 and HTTP/2 in front, embedded
 /// CPython behind, one pipeline of native and Python middleware in between.
 #[derive(Debug, Parser)]
-#[command(name = "wsgi-gateway", version, about, long_about = None)]
+#[command(name = "wsgi-gateway", version = version(), about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -75,5 +75,18 @@ pub fn config_file(named: Option<PathBuf>) -> Option<PathBuf> {
     named.or_else(|| {
         let default = PathBuf::from("gateway.toml");
         default.is_file().then_some(default)
+    })
+}
+
+/// `--version`: the gateway's version and the Python it runs, e.g.
+/// `0.1.0 (Python 3.12.1)` (clap puts the name in front).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (Python {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::wsgi::interpreter::python_version()
+        )
     })
 }

@@ -16,6 +16,8 @@
 //!   names (certificates, files, layers), used by `serve` and `check`.
 //! - [`workers`]: the supervisor process and a worker's life (serve, recycle, drain).
 //! - [`cli`]: flags and subcommands; [`run`] is what the binary calls.
+//! - `extension` (feature `extension-module`): the Python extension module
+//!   `wsgi_gateway._gateway` that `pip install` builds; it calls [`run`] too.
 //!
 //! # Life of a request
 //! ```text
@@ -26,6 +28,8 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "extension-module")]
+mod extension;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

@@ -121,14 +121,9 @@ fn python_setup(loaded: &LoadedConfig) -> PythonSetup {
     if python_path.is_empty() {
         python_path.push(std::env::current_dir().unwrap_or_default());
     }
-    let virtualenv = config
-        .app
-        .virtualenv
-        .as_ref()
-        .map(|v| v.relative())
-        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(Into::into));
     PythonSetup {
-        virtualenv,
+        virtualenv: config.app.virtualenv.as_ref().map(|v| v.relative()),
+        active_virtualenv: std::env::var_os("VIRTUAL_ENV").map(Into::into),
         python_path,
     }
 }

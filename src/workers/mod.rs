@@ -9,6 +9,7 @@ pub mod admin;
 mod apps;
 mod error;
 mod handoff;
+pub mod launch;
 pub mod recycle;
 mod supervisor;
 pub mod worker;

@@ -1,0 +1,54 @@
+//! How a worker process is started: the way this process was started.
+//!
+//! - The cargo-built binary re-executes itself: `/proc/self/exe`, the same `argv[0]`
+//!   and arguments. `/proc/self/exe` is the running file even if it was replaced or
+//!   removed since (an upgrade in place), so a worker always matches its supervisor.
+//! - Installed with pip, the gateway runs inside a Python process (the `wsgi-gateway`
+//!   console script or `python -m wsgi_gateway`), where `/proc/self/exe` is the python
+//!   binary and `argv` is Python's. The Python entry point then names the command that
+//!   starts the gateway again, the virtualenv's `python -m wsgi_gateway`, and the
+//!   gateway's own arguments ([`start_workers_with`]); a worker runs that command.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The gateway as a Python process re-runs itself; unset in the cargo-built binary.
+static PYTHON_ENTRY: OnceLock<PythonEntry> = OnceLock::new();
+
+/// The command that starts the gateway in Python, and the gateway's arguments.
+struct PythonEntry {
+    command: Vec<OsString>,
+    args: Vec<OsString>,
+}
+
+/// Start workers as `command` (program first, e.g. `[python, "-m", "wsgi_gateway"]`)
+/// followed by the gateway's arguments `args` (e.g. `["serve", "--config", "x.toml"]`).
+///
+/// Called once, by the Python extension module before it runs the gateway; a second
+/// call is ignored. An empty `command` leaves the default (re-executing this binary).
+pub fn start_workers_with(command: Vec<OsString>, args: Vec<OsString>) {
+    if !command.is_empty() {
+        let _ = PYTHON_ENTRY.set(PythonEntry { command, args });
+    }
+}
+
+/// The command that starts one more worker (the supervisor adds the handoff).
+pub(super) fn worker_command() -> Command {
+    match PYTHON_ENTRY.get() {
+        Some(entry) => {
+            let mut command = Command::new(&entry.command[0]);
+            command.args(&entry.command[1..]).args(&entry.args);
+            command
+        }
+        None => {
+            let mut command = Command::new("/proc/self/exe");
+            if let Some(arg0) = std::env::args_os().next() {
+                command.arg0(arg0);
+            }
+            command.args(std::env::args_os().skip(1));
+            command
+        }
+    }
+}
