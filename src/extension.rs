@@ -13,6 +13,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::cli::Cli;
@@ -43,6 +44,11 @@ fn gateway_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// with `os._exit`, as the binary ends without finalising.
 #[pyfunction]
 fn run(py: Python<'_>, args: Vec<OsString>, worker_command: Vec<OsString>) -> PyResult<u8> {
+    if worker_command.is_empty() {
+        return Err(PyValueError::new_err(
+            "worker_command must name the program that starts a worker",
+        ));
+    }
     let signal = py.import("signal")?;
     let default = signal.getattr("SIG_DFL")?;
     for name in ["SIGINT", "SIGTERM", "SIGHUP"] {

@@ -15,8 +15,8 @@
 # each serve tests/apps/pip_install_probe.py (copied into the virtualenv's
 # site-packages, served from an empty folder) with two workers on 127.0.0.1 (port 0,
 # read from the log); it must report that virtualenv's sys.version_info, sys.prefix and
-# python, be a worker of the process started, see no handoff variables; SIGTERM must
-# stop everything with exit status 0. An `app.virtualenv` naming another virtualenv is
+# python, be a worker of the process started, see no handoff variables, and do so again
+# after a rolling reload (SIGHUP); SIGTERM must stop everything with exit status 0. An `app.virtualenv` naming another virtualenv is
 # refused with a message naming both. Every wait is bounded.
 #
 # CI runs this as its own step of .ci/run (it builds twice, which tests/run.sh does not).
@@ -80,22 +80,19 @@ venv_new=$(new_venv "$newest" new)
 MATURIN_PEP517_ARGS="--profile wheel-test" \
     "$venv_new/bin/python" -m pip install --quiet --disable-pip-version-check "$root"
 
-# serve_and_check VENV LABEL COMMAND...: serve the probe with COMMAND, check, SIGTERM.
-serve_and_check() {
-    local venv=$1 label=$2
-    shift 2
-    local log=$work/logs/$label.log
-    (cd "$work/empty" && exec "$@" serve --app pip_install_probe:application \
-        --bind 127.0.0.1:0 --workers 2 >"$log" 2>&1) &
-    gateway_pid=$!
-    wait_until 60 grep -q "listening on http://127.0.0.1:" "$log" ||
-        { cat "$log" >&2; fail "$label: not listening within 60 s"; }
-    local url
-    url=$(grep -o "listening on http://127.0.0.1:[0-9]*" "$log" | head -n 1 | sed 's/^listening on //')
-    "$venv/bin/python" - "$url" "$venv" "$gateway_pid" "$label" <<'PY' || { cat "$log" >&2; fail "$label: wrong answer"; }
+# check_probe VENV URL LABEL LOG PIDS [OLD_PIDS]: the probe's answers must come from
+# VENV's Python, in a worker of the gateway started last (not one listed in OLD_PIDS);
+# the workers' pids go to the file PIDS.
+check_probe() {
+    local venv=$1 url=$2 label=$3 log=$4 pids=$5 old_pids=${6:-/dev/null}
+    "$venv/bin/python" - "$url" "$venv" "$gateway_pid" "$label" "$pids" "$old_pids" <<'PY' ||
 import json, os, sys, urllib.request
 
-url, venv, supervisor, label = sys.argv[1], os.path.realpath(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+url, venv, supervisor, label, pids, old_pids = sys.argv[1:]
+venv, supervisor = os.path.realpath(venv), int(supervisor)
+with open(old_pids) as f:
+    old = {int(pid) for pid in f.read().split()}
+seen_pids = set()
 for attempt in range(4):  # new connections: both workers may answer
     with urllib.request.urlopen(url + "/", timeout=10) as response:
         seen = json.load(response)
@@ -110,12 +107,38 @@ for attempt in range(4):  # new connections: both workers may answer
         problems.append(f"the app was imported from {seen['module_file']}, not site-packages")
     if seen["ppid"] != supervisor or seen["pid"] == supervisor:
         problems.append(f"served by pid {seen['pid']} (parent {seen['ppid']}), not a worker of {supervisor}")
+    if seen["pid"] in old:
+        problems.append(f"served by pid {seen['pid']}, a worker from before the reload")
+    seen_pids.add(seen["pid"])
     if seen["handoff_variables"]:
         problems.append(f"the app sees {seen['handoff_variables']}")
     if problems:
         sys.exit(f"{label}: " + "; ".join(problems))
-print(f"{label}: Python {seen['version_info']} in {seen['prefix']}, worker pid {seen['pid']}")
+with open(pids, "w") as f:
+    f.write(" ".join(map(str, sorted(seen_pids))))
+print(f"{label}: Python {seen['version_info']} in {seen['prefix']}, worker pids {sorted(seen_pids)}")
 PY
+        { cat "$log" >&2; fail "$label: wrong answer"; }
+}
+
+# serve_and_check VENV LABEL COMMAND...: serve the probe with COMMAND, check, SIGTERM.
+serve_and_check() {
+    local venv=$1 label=$2
+    shift 2
+    local log=$work/logs/$label.log
+    (cd "$work/empty" && exec "$@" serve --app pip_install_probe:application \
+        --bind 127.0.0.1:0 --workers 2 >"$log" 2>&1) &
+    gateway_pid=$!
+    wait_until 60 grep -q "listening on http://127.0.0.1:" "$log" ||
+        { cat "$log" >&2; fail "$label: not listening within 60 s"; }
+    local url
+    url=$(grep -o "listening on http://127.0.0.1:[0-9]*" "$log" | head -n 1 | sed 's/^listening on //')
+    check_probe "$venv" "$url" "$label" "$log" "$work/pids-before"
+    # A rolling reload (SIGHUP) starts new workers the same way.
+    kill -HUP "$gateway_pid"
+    wait_until 60 grep -q "reload complete" "$log" ||
+        { cat "$log" >&2; fail "$label: no reload within 60 s of SIGHUP"; }
+    check_probe "$venv" "$url" "$label, reloaded" "$log" "$work/pids-after" "$work/pids-before"
     kill -TERM "$gateway_pid"
     # A watchdog bounds the wait: SIGKILL (status 137) after 30 s.
     (sleep 30 && kill -KILL "$gateway_pid" 2>/dev/null) &

@@ -27,7 +27,7 @@ struct PythonEntry {
 /// followed by the gateway's arguments `args` (e.g. `["serve", "--config", "x.toml"]`).
 ///
 /// Called once, by the Python extension module before it runs the gateway; a second
-/// call is ignored. An empty `command` leaves the default (re-executing this binary).
+/// call, or an empty `command`, is ignored.
 pub fn start_workers_with(command: Vec<OsString>, args: Vec<OsString>) {
     if !command.is_empty() {
         let _ = PYTHON_ENTRY.set(PythonEntry { command, args });
