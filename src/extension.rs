@@ -57,6 +57,10 @@ fn run(py: Python<'_>, args: Vec<OsString>, worker_command: Vec<OsString>) -> Py
     let argv = std::iter::once(OsString::from("wsgi-gateway")).chain(args.iter().cloned());
     let status = match Cli::try_parse_from(argv) {
         Ok(cli) => {
+            if let Err(message) = crate::workers::launch::check_supervisor_version() {
+                eprintln!("wsgi-gateway: {message}");
+                return Ok(1);
+            }
             crate::workers::launch::start_workers_with(worker_command, args);
             exit_status(py.detach(|| crate::run(cli)))
         }

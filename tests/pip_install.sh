@@ -16,7 +16,8 @@
 # site-packages, served from an empty folder) with two workers on 127.0.0.1 (port 0,
 # read from the log); it must report that virtualenv's sys.version_info, sys.prefix and
 # python, be a worker of the process started, see no handoff variables, and do so again
-# after a rolling reload (SIGHUP); SIGTERM must stop everything with exit status 0. An `app.virtualenv` naming another virtualenv is
+# after a rolling reload (SIGHUP); SIGTERM must stop everything with exit status 0. A
+# worker whose supervisor is another version refuses to start. An `app.virtualenv` naming another virtualenv is
 # refused with a message naming both. Every wait is bounded.
 #
 # CI runs this as its own step of .ci/run (it builds twice, which tests/run.sh does not).
@@ -129,14 +130,14 @@ serve_and_check() {
     (cd "$work/empty" && exec "$@" serve --app pip_install_probe:application \
         --bind 127.0.0.1:0 --workers 2 >"$log" 2>&1) &
     gateway_pid=$!
-    wait_until 60 grep -q "listening on http://127.0.0.1:" "$log" ||
+    wait_until 60 grep -qs "listening on http://127.0.0.1:" "$log" ||
         { cat "$log" >&2; fail "$label: not listening within 60 s"; }
     local url
     url=$(grep -o "listening on http://127.0.0.1:[0-9]*" "$log" | head -n 1 | sed 's/^listening on //')
     check_probe "$venv" "$url" "$label" "$log" "$work/pids-before"
     # A rolling reload (SIGHUP) starts new workers the same way.
     kill -HUP "$gateway_pid"
-    wait_until 60 grep -q "reload complete" "$log" ||
+    wait_until 60 grep -qs "reload complete" "$log" ||
         { cat "$log" >&2; fail "$label: no reload within 60 s of SIGHUP"; }
     check_probe "$venv" "$url" "$label, reloaded" "$log" "$work/pids-after" "$work/pids-before"
     kill -TERM "$gateway_pid"
@@ -165,6 +166,13 @@ for venv in "$venv_old" "$venv_new"; do
         [ "$shown" = "$expected" ] || fail "$command --version: '$shown', expected '$expected'"
         echo "$command --version: $shown"
     done
+
+    # A worker whose supervisor is another version (the package upgraded under a running
+    # gateway) refuses to start.
+    status=0
+    shown=$(WSGI_GATEWAY_SUPERVISOR_VERSION=0.0.0-old "$venv/bin/python" -m wsgi_gateway check 2>&1) || status=$?
+    [ "$status" = 1 ] && grep -q "its supervisor is 0.0.0-old" <<<"$shown" ||
+        fail "$name: a worker of another version: exit $status, '$shown'"
 
     serve_and_check "$venv" "$name, console script" "$venv/bin/wsgi-gateway"
     serve_and_check "$venv" "$name, python -m" "$venv/bin/python" -m wsgi_gateway

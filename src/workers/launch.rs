@@ -8,11 +8,19 @@
 //!   binary and `argv` is Python's. The Python entry point then names the command that
 //!   starts the gateway again, the virtualenv's `python -m wsgi_gateway`, and the
 //!   gateway's own arguments ([`start_workers_with`]); a worker runs that command.
+//!   That command imports the package installed in the virtualenv *now*, which a
+//!   `pip install -U` may have replaced since the supervisor started: the supervisor
+//!   tells the worker its version, and a worker of another version refuses to start
+//!   ([`check_supervisor_version`]), so a reload keeps the running workers instead of
+//!   mixing versions. Restart the gateway after an upgrade.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::OnceLock;
+
+/// The supervisor's version, given to the workers it starts through Python.
+const SUPERVISOR_VERSION: &str = "WSGI_GATEWAY_SUPERVISOR_VERSION";
 
 /// The gateway as a Python process re-runs itself; unset in the cargo-built binary.
 static PYTHON_ENTRY: OnceLock<PythonEntry> = OnceLock::new();
@@ -39,7 +47,10 @@ pub(super) fn worker_command() -> Command {
     match PYTHON_ENTRY.get() {
         Some(entry) => {
             let mut command = Command::new(&entry.command[0]);
-            command.args(&entry.command[1..]).args(&entry.args);
+            command
+                .args(&entry.command[1..])
+                .args(&entry.args)
+                .env(SUPERVISOR_VERSION, env!("CARGO_PKG_VERSION"));
             command
         }
         None => {
@@ -51,4 +62,23 @@ pub(super) fn worker_command() -> Command {
             command
         }
     }
+}
+
+/// In a worker started through Python: fail if the supervisor is another version of the
+/// gateway (the package was upgraded under it). Reads and removes the variable; call it
+/// at start-up, before other threads read the environment.
+pub fn check_supervisor_version() -> Result<(), String> {
+    let Some(supervisor) = std::env::var_os(SUPERVISOR_VERSION) else {
+        return Ok(());
+    };
+    std::env::remove_var(SUPERVISOR_VERSION);
+    let ours = env!("CARGO_PKG_VERSION");
+    if supervisor == ours {
+        return Ok(());
+    }
+    Err(format!(
+        "this worker is wsgi-gateway {ours} but its supervisor is {}: the package was \
+         upgraded under a running gateway; restart the gateway to run {ours}",
+        supervisor.to_string_lossy()
+    ))
 }
