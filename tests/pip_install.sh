@@ -66,7 +66,6 @@ wait_until() {
 new_venv() { # PYTHON NAME -> prints the virtualenv's path
     local venv=$work/venvs/$2
     "$1" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
     echo "$venv"
 }
 
