@@ -188,4 +188,4 @@ for venv in "$venv_old" "$venv_new"; do
     echo "$name: app.virtualenv $other refused (exit $status)"
 done
 
-echo "pip install: 2 passed, 0 failed"
+echo "pip_install: 2 passed, 0 failed"
