@@ -14,6 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, "bench", ".venv", "bin")
 # GATEWAY_BIN overrides the binary (a debug build for a smoke run).
 GATEWAY = os.environ.get("GATEWAY_BIN") or os.path.join(ROOT, "target", "release", "wsgi-gateway")
+# GATEWAY_PIP_BIN adds the pip-installed gateway (the extension-module build, e.g.
+# bench/.venv/bin/wsgi-gateway after `bench/.venv/bin/pip install dist/wsgi_gateway-*.whl`)
+# as one more server, "gateway-pip", with the same arguments as "wsgi-gateway".
+GATEWAY_PIP = os.environ.get("GATEWAY_PIP_BIN")
+
+
+def with_pip_build(servers):
+    """`servers`, plus "gateway-pip" when GATEWAY_PIP_BIN names the pip-installed gateway."""
+    if GATEWAY_PIP:
+        servers["gateway-pip"] = [GATEWAY_PIP if arg == GATEWAY else arg
+                                  for arg in servers["wsgi-gateway"]]
+    return servers
 
 
 def free_port():

@@ -17,14 +17,14 @@ import os
 import sys
 import tempfile
 
-from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report
+from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report, with_pip_build
 
 APP_DIR = os.path.join(ROOT, "config", "example")
 
 
 def servers(threads, workers=1):
     """name -> argv template ({port} is filled in). Each peer with its fastest settings."""
-    return {
+    return with_pip_build({
         "wsgi-gateway": [GATEWAY, "serve", "--app", "hello:application", "--bind",
                          "127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)],
         "granian": [os.path.join(VENV_BIN, "granian"), "--interface", "wsgi", "--workers", str(workers),
@@ -33,7 +33,7 @@ def servers(threads, workers=1):
         "gunicorn": [os.path.join(VENV_BIN, "gunicorn"), "--workers", str(workers), "--worker-class",
                      "gthread", "--threads", "4", "--log-level", "warning",
                      "--bind", "127.0.0.1:{port}", "hello:application"],
-    }
+    })
 
 
 def routes_config(count):

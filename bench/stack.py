@@ -13,14 +13,14 @@ import os
 import statistics
 import sys
 
-from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report
+from benchlib import GATEWAY, ROOT, VENV_BIN, compare, only, parse_args, report, with_pip_build
 
 STACK_DIR = os.path.join(ROOT, "config", "examples", "paste-stack")
 PASTE_ENTRY = os.path.join(ROOT, "bench", "paste_entry")
 
 
 def servers(threads):
-    return {
+    return with_pip_build({
         "wsgi-gateway": [GATEWAY, "serve", "--config", os.path.join(STACK_DIR, "gateway.toml"),
                          "--bind", "127.0.0.1:{port}", "--workers", "1", "--threads", str(threads)],
         "wsgi-gateway (converted)": [
@@ -33,7 +33,7 @@ def servers(threads):
         "gunicorn": [os.path.join(VENV_BIN, "gunicorn"), "--workers", "1", "--worker-class",
                      "gthread", "--threads", "4", "--log-level", "warning",
                      "--bind", "127.0.0.1:{port}", "--paste", os.path.join(STACK_DIR, "production.ini")],
-    }
+    })
 
 
 def main():

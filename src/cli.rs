@@ -17,7 +17,7 @@ use crate::config::{AccessLogFlags, CliOverrides, Flags};
 /// flag sets a key of the configuration (see config/gateway.toml, the annotated
 /// reference) and wins over the file and `GATEWAY_*` variables.
 #[derive(Debug, Parser)]
-#[command(name = "wsgi-gateway", version, about, long_about = None)]
+#[command(name = "wsgi-gateway", version = version(), about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -399,5 +399,18 @@ pub fn gunicorn_hint(flag: &str) -> Option<&'static str> {
         "--limit-request-field-size" => "it is spelled --limit-request-field_size, as in gunicorn",
         "--bind-unix" => "use --bind unix:/path/to.sock",
         _ => return None,
+    })
+}
+
+/// `--version`: the gateway's version and the Python it runs, e.g.
+/// `0.1.0 (Python 3.12.1)` (clap puts the name in front).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (Python {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::wsgi::interpreter::python_version()
+        )
     })
 }

@@ -19,6 +19,8 @@
 //! - [`convert`]: `wsgi-gateway convert`, a PasteDeploy `.ini` read by PasteDeploy in
 //!   the embedded interpreter ([`wsgi`]) and written out as a gateway.toml.
 //! - [`cli`]: flags and subcommands; [`run`] is what the binary calls.
+//! - `extension` (feature `extension-module`): the Python extension module
+//!   `wsgi_gateway._gateway` that `pip install` builds; it calls [`run`] too.
 //!
 //! # Life of a request
 //! ```text
@@ -30,6 +32,8 @@
 pub mod cli;
 pub mod config;
 pub mod convert;
+#[cfg(feature = "extension-module")]
+mod extension;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

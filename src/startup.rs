@@ -159,14 +159,9 @@ fn python_setup(loaded: &LoadedConfig) -> PythonSetup {
         };
         python_path.push(folder);
     }
-    let virtualenv = config
-        .app
-        .virtualenv
-        .as_ref()
-        .map(|v| v.relative())
-        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(Into::into));
     PythonSetup {
-        virtualenv,
+        virtualenv: config.app.virtualenv.as_ref().map(|v| v.relative()),
+        active_virtualenv: std::env::var_os("VIRTUAL_ENV").map(Into::into),
         python_path,
     }
 }

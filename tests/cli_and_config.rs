@@ -28,6 +28,30 @@ fn help_documents_every_flag() {
 }
 
 #[test]
+fn version_names_the_gateway_and_the_python_it_runs() {
+    // The test virtualenv is made with the Python the binary is built against.
+    let python = common::test_venv().join("bin/python");
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .expect("run the test virtualenv's python");
+    let python_version = String::from_utf8(probe.stdout).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgi-gateway"))
+        .arg("--version")
+        .output()
+        .expect("run wsgi-gateway --version");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!(
+            "wsgi-gateway {} (Python {})",
+            env!("CARGO_PKG_VERSION"),
+            python_version.trim()
+        )
+    );
+}
+
+#[test]
 fn check_accepts_the_shipped_reference_config() {
     let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
     let output = GatewayBuilder::check_file(&reference);

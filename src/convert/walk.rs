@@ -21,7 +21,8 @@ pub(super) fn describe(file: &Path, name: &str) -> Result<Description, ConvertEr
         |venv| format!("VIRTUAL_ENV={}", venv.display()),
     );
     interpreter::start(&PythonSetup {
-        virtualenv,
+        virtualenv: None,
+        active_virtualenv: virtualenv,
         python_path: Vec::new(),
     })
     .map_err(|e| ConvertError::Interpreter(e.to_string()))?;

@@ -10,6 +10,7 @@ pub mod admin;
 mod apps;
 mod error;
 mod handoff;
+pub mod launch;
 pub mod recycle;
 pub mod reload;
 mod supervisor;

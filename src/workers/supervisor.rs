@@ -282,14 +282,9 @@ impl Supervisor {
             }
         };
         let metrics_fd = region.as_ref().and_then(crate::metrics::Region::fd);
-        // The running binary itself, even if its file has been replaced or removed since
-        // (an upgrade in place): a worker always matches its supervisor, and a crashed
-        // one can still be replaced. argv[0] stays what the supervisor was started as.
-        let mut command = std::process::Command::new("/proc/self/exe");
-        if let Some(arg0) = std::env::args_os().next() {
-            command.arg0(arg0);
-        }
-        command.args(std::env::args_os().skip(1));
+        // This binary again with the same arguments, or the same Python entry point
+        // when the gateway runs inside Python (pip install): see `launch`.
+        let mut command = super::launch::worker_command();
         let write_fd = write_end.as_raw_fd();
         for (key, value) in worker_env(slot, &self.listeners, write_fd, metrics_fd) {
             command.env(key, value);

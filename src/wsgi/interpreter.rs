@@ -1,12 +1,19 @@
-//! Starting the embedded CPython and importing the application.
+//! Starting the embedded CPython (or adopting the running one) and importing the
+//! application.
 //!
-//! The interpreter is initialised through `PyConfig` with `program_name` set to the
-//! virtualenv's `bin/python` (or the Python the gateway was built against), so Python's
-//! own path computation finds `pyvenv.cfg` and sets `sys.prefix` and site-packages
-//! exactly as running that `python` would. Python's signal handlers are not installed:
-//! the gateway owns SIGINT/SIGTERM/SIGHUP.
+//! - **Embedded** (the cargo-built binary): the interpreter is initialised through
+//!   `PyConfig` with `program_name` set to the virtualenv's `bin/python` (or the Python
+//!   the gateway was built against), so Python's own path computation finds
+//!   `pyvenv.cfg` and sets `sys.prefix` and site-packages exactly as running that
+//!   `python` would. Python's signal handlers are not installed: the gateway owns
+//!   SIGINT/SIGTERM/SIGHUP.
+//! - **Hosted** (installed with pip: the gateway is the extension module
+//!   `wsgi_gateway._gateway`, imported by the virtualenv's python): the interpreter is
+//!   already running, with that virtualenv's `sys.prefix`; it is adopted as it is.
+//!   `app.virtualenv`, if set, must name that same virtualenv; `$VIRTUAL_ENV` is not
+//!   consulted (the python that runs the gateway already chose).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
@@ -19,8 +26,11 @@ use crate::config::{AppSpec, PasteSpec};
 /// Where Python should come from and what goes on `sys.path`.
 #[derive(Clone, Debug, Default)]
 pub struct PythonSetup {
-    /// The virtualenv to run in, if any.
+    /// `app.virtualenv`: the virtualenv to run in, if set.
     pub virtualenv: Option<PathBuf>,
+    /// `$VIRTUAL_ENV`: the embedded interpreter's virtualenv when `app.virtualenv` is
+    /// not set.
+    pub active_virtualenv: Option<PathBuf>,
     /// Entries put in front of `sys.path`, in order.
     pub python_path: Vec<PathBuf>,
 }
@@ -28,19 +38,25 @@ pub struct PythonSetup {
 /// The interpreter the binary was linked against, recorded by `build.rs`.
 const BUILD_PYTHON: &str = env!("WSGI_GATEWAY_BUILD_PYTHON");
 
-/// Start the interpreter once for this process and release the GIL so pool threads can
-/// attach. Must be called before any other Python use.
+/// Start the interpreter once for this process (or adopt the one that imported the
+/// gateway) and leave the GIL released so pool threads can attach. Must be called
+/// before any other Python use.
 pub fn start(setup: &PythonSetup) -> Result<(), WsgiError> {
-    let program = match &setup.virtualenv {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return adopt(setup);
+    }
+    let program = match setup
+        .virtualenv
+        .as_ref()
+        .or(setup.active_virtualenv.as_ref())
+    {
         Some(venv) => venv_python(venv)?,
         None => PathBuf::from(BUILD_PYTHON),
     };
     // SAFETY: called once, before any other thread touches Python; every pointer passed
     // to the C API outlives the call that uses it.
     unsafe {
-        if ffi::Py_IsInitialized() != 0 {
-            return Err(WsgiError::Interpreter("already initialised".into()));
-        }
         let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let mut config = config.assume_init();
@@ -70,6 +86,71 @@ pub fn start(setup: &PythonSetup) -> Result<(), WsgiError> {
     }
     Python::attach(|py| prepend_sys_path(py, &setup.python_path))
         .map_err(|e| WsgiError::Interpreter(format!("cannot set sys.path: {e}")))
+}
+
+/// Use the running interpreter (the gateway is a Python extension module): check that it
+/// is the configured virtualenv's, and set `sys.path`. The caller does not hold the GIL.
+fn adopt(setup: &PythonSetup) -> Result<(), WsgiError> {
+    Python::attach(|py| {
+        let sys = py.import("sys").map_err(|e| interpreter_error(py, &e))?;
+        if let Some(venv) = &setup.virtualenv {
+            let prefix: PathBuf = sys
+                .getattr("prefix")
+                .and_then(|prefix| prefix.extract())
+                .map_err(|e| interpreter_error(py, &e))?;
+            if !same_directory(venv, &prefix) {
+                return Err(WsgiError::Virtualenv {
+                    path: venv.display().to_string(),
+                    message: format!(
+                        "the gateway was started by the Python of {} (it is installed \
+                         there); start the wsgi-gateway of {} instead, or remove \
+                         app.virtualenv",
+                        prefix.display(),
+                        venv.display()
+                    ),
+                });
+            }
+        }
+        forget_removed_environment(py).map_err(|e| interpreter_error(py, &e))?;
+        prepend_sys_path(py, &setup.python_path).map_err(|e| interpreter_error(py, &e))
+    })
+}
+
+/// Python's `os.environ` is a copy of the environment taken when Python started: drop
+/// the variables this process has removed since (the supervisor's handoff), so the
+/// application's subprocesses do not inherit them, as in the embedded interpreter.
+fn forget_removed_environment(py: Python<'_>) -> PyResult<()> {
+    let environ = py.import("os")?.getattr("environ")?;
+    let keys: Vec<OsString> = environ
+        .call_method0("keys")?
+        .try_iter()?
+        .map(|key| key?.extract())
+        .collect::<PyResult<_>>()?;
+    for key in keys {
+        if std::env::var_os(&key).is_none() {
+            environ.call_method1("pop", (key, py.None()))?;
+        }
+    }
+    Ok(())
+}
+
+fn interpreter_error(py: Python<'_>, error: &PyErr) -> WsgiError {
+    WsgiError::Interpreter(format_exception(py, error))
+}
+
+/// Whether two paths name the same directory (symlinks resolved where they exist).
+fn same_directory(a: &Path, b: &Path) -> bool {
+    let resolve = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    resolve(a) == resolve(b)
+}
+
+/// The version of the Python this gateway runs, e.g. `"3.12.1"`: the linked libpython
+/// of the cargo-built binary, the importing interpreter of the extension module.
+pub fn python_version() -> String {
+    // SAFETY: Py_GetVersion only reads a static string; it may be called before the
+    // interpreter is initialised.
+    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    full.split(' ').next().unwrap_or_default().to_owned()
 }
 
 /// Turn a `PyStatus` into an error.
@@ -125,9 +206,8 @@ fn venv_python(venv: &Path) -> Result<PathBuf, WsgiError> {
 /// `"3.11"` for the Python we were built against.
 fn built_version() -> Option<String> {
     // The linked library knows its own version without running anything.
-    // SAFETY: Py_GetVersion only reads a static string and is safe before initialisation.
-    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
-    let mut parts = full.split(['.', ' ']);
+    let full = python_version();
+    let mut parts = full.split('.');
     Some(format!("{}.{}", parts.next()?, parts.next()?))
 }
 
