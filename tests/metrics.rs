@@ -4,8 +4,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::{eventually, GatewayBuilder};
 
@@ -35,29 +33,6 @@ fn scrape(gateway: &common::Gateway) -> String {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     response.text()
-}
-
-fn promtool_check(text: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- input ---\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[test]
@@ -160,7 +135,7 @@ fn requests_are_counted_across_workers_and_pass_promtool() {
     assert_eq!(sample(&text, "wsgi_gateway_python_threads", &[]), 8.0);
     assert_eq!(sample(&text, "wsgi_gateway_python_threads_busy", &[]), 0.0);
     assert_eq!(sample(&text, "http_server_active_requests", &[]), 0.0);
-    promtool_check(&text);
+    common::promtool_check(&text);
 }
 
 #[test]
@@ -253,5 +228,5 @@ fn counts_survive_worker_restarts_which_are_counted_by_reason() {
         1.0
     );
     assert_eq!(sample(&text, count, &[]), 11.0, "{text}");
-    promtool_check(&text);
+    common::promtool_check(&text);
 }
