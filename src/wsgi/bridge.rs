@@ -36,7 +36,7 @@ use tokio::runtime::Handle;
 use tower::{Service, ServiceExt};
 
 use super::environ::latin1;
-use super::head::{accept_head, HeadSlot};
+use super::head::{accept_head, is_hop_by_hop, HeadSlot};
 use super::interpreter::format_exception;
 use super::iterable::{chunk_copy, close_logged};
 use crate::types::GatewayService;
@@ -157,6 +157,8 @@ struct BodyPump {
     input: Py<PyAny>,
     sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     demand: Arc<Demand>,
+    /// A chunk read from `wsgi.input` that the body had no room for yet.
+    pending: Option<Result<Bytes, std::io::Error>>,
 }
 
 /// The body's request for its next chunk (nothing is read from `wsgi.input` before a
@@ -238,34 +240,46 @@ where
         match step {
             Step::Done(output) => return output,
             Step::Wanted => {
-                let Some(feeding) = pump.as_ref() else {
+                let Some(feeding) = pump.as_mut() else {
                     continue;
                 };
                 feeding
                     .demand
                     .wanted
                     .store(false, std::sync::atomic::Ordering::Release);
-                let chunk = feeding
-                    .input
-                    .bind(py)
-                    .call_method1("read", (65536,))
-                    .and_then(|data| {
-                        Ok(Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes()))
-                    });
-                // The body asked and holds nothing: there is room for this chunk.
-                let sent = match chunk {
-                    Ok(data) if data.is_empty() => Err(()),
-                    Ok(data) => feeding.sender.try_send(Ok(data)).map_err(drop),
-                    Err(error) => {
-                        let _ = feeding
-                            .sender
-                            .try_send(Err(std::io::Error::other(error.to_string())));
-                        Err(())
+                // A chunk read earlier that did not fit goes first: a stale wake-up
+                // (a permit left in the Notify) may come while the body still holds
+                // one, and no byte read from wsgi.input may be lost.
+                let item = match feeding.pending.take() {
+                    Some(item) => item,
+                    None => {
+                        let chunk = feeding
+                            .input
+                            .bind(py)
+                            .call_method1("read", (65536,))
+                            .and_then(|data| {
+                                Ok(Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes()))
+                            });
+                        match chunk {
+                            // The end of the body: dropping the sender ends it.
+                            Ok(data) if data.is_empty() => {
+                                *pump = None;
+                                continue;
+                            }
+                            Ok(data) => Ok(data),
+                            Err(error) => Err(std::io::Error::other(error.to_string())),
+                        }
                     }
                 };
-                if sent.is_err() {
-                    // The end of the body (the sender dropped), or nobody left to read.
-                    *pump = None;
+                let failed = item.is_err();
+                match feeding.sender.try_send(item) {
+                    Ok(()) if failed => *pump = None,
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => {
+                        feeding.pending = Some(item);
+                    }
+                    // Nobody reads the body any more.
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => *pump = None,
                 }
             }
         }
@@ -294,6 +308,7 @@ impl NativeBridge {
                     input: input.unbind(),
                     sender,
                     demand,
+                    pending: None,
                 });
             }
         }
@@ -316,7 +331,14 @@ impl NativeBridge {
         let reason = parts.status.canonical_reason().unwrap_or("Unknown");
         let status = format!("{} {reason}", parts.status.as_u16());
         let headers = PyList::empty(py);
-        for (name, value) in &parts.headers {
+        // Hop-by-hop fields describe the native layer's own connection (a gateway-made
+        // 400 or 413 says `Connection: close`); WSGI cannot carry them (PEP 3333), and
+        // the server sets its own on the way out.
+        for (name, value) in parts
+            .headers
+            .iter()
+            .filter(|(name, _)| !is_hop_by_hop(name))
+        {
             headers.append((name.as_str(), latin1(py, value.as_bytes())))?;
         }
         start_response.call1((status, headers))?;

@@ -67,7 +67,7 @@ impl HeadSlot {
 }
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1) that a WSGI application must not set.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
