@@ -13,6 +13,7 @@ mod handoff;
 pub mod launch;
 pub mod recycle;
 pub mod reload;
+mod stop_signals;
 mod supervisor;
 pub mod worker;
 

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use super::admin;
 use super::error::WorkersError;
 use super::handoff::{worker_env, WorkerMessage};
+use super::stop_signals::StopSignals;
 use crate::config::LoadedConfig;
 use crate::metrics::otlp::PeriodicExport;
 use crate::metrics::{MetricsHub, RestartReason};
@@ -92,30 +93,6 @@ struct Supervisor {
     /// Set once SIGTERM/SIGINT arrived, wherever the supervisor was waiting (the main
     /// loop, a worker starting, a crash backoff): the main loop stops next.
     stop_requested: bool,
-}
-
-/// SIGTERM and SIGINT, heard wherever the supervisor waits: a stop must not wait for a
-/// slow reload or a crash backoff to finish.
-struct StopSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn new() -> Result<Self, WorkersError> {
-        Ok(Self {
-            terminate: signal(SignalKind::terminate()).map_err(WorkersError::Signals)?,
-            interrupt: signal(SignalKind::interrupt()).map_err(WorkersError::Signals)?,
-        })
-    }
-
-    /// The next stop signal's name.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-        }
-    }
 }
 
 /// Bind the listeners, start the workers, and supervise them until SIGTERM/SIGINT.

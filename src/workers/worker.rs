@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::error::WorkersError;
 use super::handoff::WorkerHandoff;
 use super::recycle::Recycle;
+use super::stop_signals::StopSignals;
 use crate::config::LoadedConfig;
 use crate::server::{ConnectionSettings, Listeners};
 use crate::startup::Prepared;
@@ -87,28 +88,4 @@ pub async fn run(
         .await
         .expect("atexit handlers panicked");
     Ok(())
-}
-
-/// SIGTERM and SIGINT, registered once for the worker's life.
-struct StopSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn new() -> Result<Self, WorkersError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            terminate: signal(SignalKind::terminate()).map_err(WorkersError::Signals)?,
-            interrupt: signal(SignalKind::interrupt()).map_err(WorkersError::Signals)?,
-        })
-    }
-
-    /// The next stop signal's name.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-        }
-    }
 }
