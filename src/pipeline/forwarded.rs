@@ -20,14 +20,11 @@ pub(super) fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::
     if proxies.is_empty() {
         return;
     }
-    let (parts_info, headers) = {
-        let info = request.extensions().get::<ConnectionInfo>().copied();
-        (info, request.headers_mut())
+    let Some(mut info) = request.extensions().get::<ConnectionInfo>().copied() else {
+        return;
     };
-    if let Some(mut info) = parts_info {
-        apply(proxies, &mut info, headers);
-        request.extensions_mut().insert(info);
-    }
+    apply(proxies, &mut info, request.headers_mut());
+    request.extensions_mut().insert(info);
 }
 
 /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
