@@ -357,3 +357,30 @@ fn the_example_site_serves() {
     assert_eq!(admin.json()["user"], "ops");
     assert_eq!(admin.json()["path"], "/users");
 }
+
+#[test]
+fn a_reload_reads_routes_again_and_a_broken_app_keeps_the_old_workers() {
+    let dir = scratch_dir("routes-reload");
+    let config = dir.join("gateway.toml");
+    let write = |toml: &str| std::fs::write(&config, toml).unwrap();
+    write("[app]\nwsgi = \"contract:application\"\n[[route]]\npath = \"/ping\"\nrespond = { body = \"v1\" }\n");
+    let gateway = GatewayBuilder::new()
+        .no_app_flag()
+        .arg(&format!("--config={}", config.display()))
+        .start();
+    assert_eq!(get(&gateway, "x", "/ping").text(), "v1");
+    write("[app]\nwsgi = \"contract:application\"\n[apps.admin]\nwsgi = \"admin_app:application\"\n[[route]]\npath = \"/ping\"\nrespond = { body = \"v2\" }\n[[route]]\npath = \"/admin\"\napp = \"admin\"\n");
+    gateway.signal(libc::SIGHUP);
+    gateway.wait_for_log("reload complete");
+    common::eventually("the new routes served", || {
+        (get(&gateway, "x", "/ping").text() == "v2").then_some(())
+    });
+    assert_eq!(who(&get(&gateway, "x", "/admin/x")), "admin");
+    // A route naming an app that does not import: the reload fails, the old workers serve.
+    write("[app]\nwsgi = \"contract:application\"\n[apps.admin]\nwsgi = \"broken_import:application\"\n[[route]]\npath = \"/ping\"\nrespond = { body = \"v3\" }\n[[route]]\npath = \"/admin\"\napp = \"admin\"\n");
+    gateway.signal(libc::SIGHUP);
+    gateway.wait_for_log("reload failed");
+    for _ in 0..5 {
+        assert_eq!(get(&gateway, "x", "/ping").text(), "v2");
+    }
+}
