@@ -59,6 +59,9 @@ zig) args+=(--zig --compatibility manylinux_2_28) ;;
 native) ;;
 *) echo "build-wheels.sh: WHEEL_LINKER is zig or native, not $WHEEL_LINKER" >&2; exit 1 ;;
 esac
+# Stripped: the release profile keeps line tables for `perf` on a cargo build, which
+# would make a wheel of 21 MB instead of a few; WHEEL_STRIP=false keeps them.
+args+=(--strip "${WHEEL_STRIP:-true}")
 for python in "${interpreters[@]}"; do
     args+=(--interpreter "$python")
 done
