@@ -13,10 +13,10 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use tokio::time::{Instant, Sleep};
 
 use super::health::now_ms;
+use super::pool::Http1Conn;
 use super::Server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -34,31 +34,18 @@ pub(crate) enum BodyError {
     Stalled { server: String, timeout: Duration },
 }
 
-/// An HTTP/1.1 connection to return to its server's pool when the response ends.
+/// The HTTP/1.1 connection a response came on: driven while its body is read, and
+/// returned to the pool when the body has ended cleanly.
 pub(crate) struct Release {
-    pub(crate) sender: http1::SendRequest<Body>,
+    pub(crate) conn: Box<Http1Conn>,
     pub(crate) server: Arc<Server>,
 }
 
 impl Release {
-    /// The response has ended: pool the connection once hyper is ready for the next
-    /// request on it (at once, nearly always).
-    pub(crate) fn finish(mut self, cx: &mut Context<'_>) {
-        match self.sender.poll_ready(cx) {
-            Poll::Ready(Ok(())) => self.server.pool.checkin(self.sender),
-            Poll::Ready(Err(_)) => {}
-            // Off the runtime (a Python thread dropping a bridged body), the
-            // connection is simply closed.
-            Poll::Pending => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        if self.sender.ready().await.is_ok() {
-                            self.server.pool.checkin(self.sender);
-                        }
-                    });
-                }
-            }
-        }
+    /// The response has ended: pool the connection if it is ready for the next request
+    /// (at once, nearly always).
+    pub(crate) fn finish(self) {
+        self.server.pool.checkin(self.conn);
     }
 }
 
@@ -104,13 +91,24 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // Nothing buffered: have the connection read more, then look again.
+            if let Some(release) = this.release.as_mut() {
+                if release.conn.drive(cx).is_ready() {
+                    // Ended: the body below fails or has ended; not pooled.
+                    this.release = None;
+                }
+                polled = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.armed = false;
                 // hyper stops polling a body once its length is sent: release now.
                 if this.inner.is_end_stream() {
                     if let Some(release) = this.release.take() {
-                        release.finish(cx);
+                        release.finish();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -126,7 +124,7 @@ impl http_body::Body for UpstreamBody {
             }
             Poll::Ready(None) => {
                 if let Some(release) = this.release.take() {
-                    release.finish(cx);
+                    release.finish();
                 }
                 Poll::Ready(None)
             }
@@ -167,7 +165,7 @@ impl Drop for UpstreamBody {
         // Read to its end but never polled past it: the connection is still good.
         if http_body::Body::is_end_stream(&self.inner) {
             if let Some(release) = self.release.take() {
-                release.finish(&mut Context::from_waker(std::task::Waker::noop()));
+                release.finish();
             }
         }
     }

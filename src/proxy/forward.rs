@@ -31,7 +31,7 @@ use super::body::{Progress, ProgressBody, Release, UpstreamBody};
 use super::connect::{self, ConnectError};
 use super::headers::{self, RequestRewrite};
 use super::health::{now_ms, Verdict};
-use super::pool::Conn;
+use super::pool::{Conn, Http1Conn};
 use super::{bad_gateway, is_idempotent, Server, Upstream};
 use crate::config::{HostPolicy, ServerAddress};
 use crate::metrics::UpstreamOutcome;
@@ -470,7 +470,7 @@ fn set_host(upstream: &Upstream, server: &Server, headers: &mut HeaderMap) {
 /// Origin form for HTTP/1.1; HTTP/2 needs the scheme and authority.
 fn set_target(request: &mut Request<Body>, conn: &Conn, server: &Server, target: &PathAndQuery) {
     match conn {
-        Conn::Http1(_) => {
+        Conn::Http1(_) | Conn::Http1Task(_) => {
             *request.version_mut() = Version::HTTP_11;
             *request.uri_mut() = Uri::from(target.clone());
         }
@@ -499,50 +499,94 @@ fn set_target(request: &mut Request<Body>, conn: &Conn, server: &Server, target:
     }
 }
 
-/// A response head and, for HTTP/1.1, the connection to pool when its body ends.
+/// A response head and, for a pooled HTTP/1.1 connection, the connection to drive
+/// while the body is read and to pool when it ends.
 struct Sent {
     response: Response<Incoming>,
-    sender: Option<http1::SendRequest<Body>>,
+    conn: Option<Box<Http1Conn>>,
 }
 
 async fn send(conn: Conn, request: Request<Body>) -> Result<Sent, TrySendError<Request<Body>>> {
     match conn {
-        Conn::Http1(mut sender) => {
+        Conn::Http1(mut conn) => {
+            let mut response = std::pin::pin!(conn.sender.try_send_request(request));
+            let mut open = true;
+            let response = std::future::poll_fn(|cx| {
+                // The connection does the I/O, the response future takes the head.
+                if open && conn.drive(cx).is_ready() {
+                    open = false;
+                }
+                response.as_mut().poll(cx)
+            })
+            .await?;
+            Ok(Sent {
+                response,
+                conn: open.then_some(conn),
+            })
+        }
+        Conn::Http1Task(mut sender) => {
             let response = sender.try_send_request(request).await?;
             Ok(Sent {
                 response,
-                sender: Some(sender),
+                conn: None,
             })
         }
         Conn::Http2(mut sender) => {
             let response = sender.try_send_request(request).await?;
             Ok(Sent {
                 response,
-                sender: None,
+                conn: None,
             })
         }
     }
 }
 
-/// A connection to `server`: pooled unless `fresh`, HTTP/1.1 only for upgrades.
-/// The bool is true for a pooled one.
+/// A connection to `server`: pooled unless `fresh`; for an upgrade, HTTP/1.1 with a
+/// task of its own. The bool is true for a pooled one.
 async fn connection(
     upstream: &Upstream,
     server: &Arc<Server>,
-    http1_only: bool,
+    upgrade: bool,
     fresh: bool,
 ) -> Result<(Conn, bool), ConnectError> {
-    let http2 = upstream.config.http2 && !http1_only;
+    let http2 = upstream.config.http2 && !upgrade;
     if !fresh {
         if http2 {
             if let Some(sender) = server.pool.checkout_http2() {
                 return Ok((Conn::Http2(sender), true));
             }
         }
-        if let Some(sender) = server.pool.checkout_http1() {
-            return Ok((Conn::Http1(sender), true));
+        if let Some(conn) = server.pool.checkout_http1() {
+            if upgrade {
+                return for_upgrade(server, conn, true);
+            }
+            return Ok((Conn::Http1(conn), true));
         }
     }
+    // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that every
+    // request's future would otherwise carry, and move, though it is rarely needed.
+    Box::pin(open(upstream, server, http2, upgrade, fresh)).await
+}
+
+/// An HTTP/1.1 connection for an upgrade: driven by a task of its own.
+fn for_upgrade(
+    server: &Server,
+    conn: Box<Http1Conn>,
+    reused: bool,
+) -> Result<(Conn, bool), ConnectError> {
+    conn.into_task(server.label.clone())
+        .map(|sender| (Conn::Http1Task(sender), reused))
+        .ok_or_else(|| ConnectError::Io(std::io::Error::other("connection closed")))
+}
+
+/// A new connection to `server`.
+async fn open(
+    upstream: &Upstream,
+    server: &Arc<Server>,
+    http2: bool,
+    upgrade: bool,
+    fresh: bool,
+) -> Result<(Conn, bool), ConnectError> {
     let stream = connect::connect(
         &server.address,
         server.resolved,
@@ -570,17 +614,15 @@ async fn connection(
         }
         return Ok((Conn::Http2(sender), false));
     }
-    let (sender, conn) = http1::Builder::new()
+    let (sender, driver) = http1::Builder::new()
         .handshake(io)
         .await
         .map_err(ConnectError::Handshake)?;
-    let label = server.label.clone();
-    tokio::spawn(async move {
-        if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(server = %label, "upstream connection ended: {error}");
-        }
-    });
-    Ok((Conn::Http1(sender), false))
+    let conn = Box::new(Http1Conn::new(sender, driver));
+    if upgrade {
+        return for_upgrade(server, conn, false);
+    }
+    Ok((Conn::Http1(conn), false))
 }
 
 /// The client's response from the upstream's: hop-by-hop fields removed, the body
@@ -594,10 +636,7 @@ fn respond(
     in_flight: InFlight,
     span: tracing::Span,
 ) -> Response<Body> {
-    let Sent {
-        mut response,
-        sender,
-    } = sent;
+    let Sent { mut response, conn } = sent;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             return switch_protocols(upstream, &server, response, client, info);
@@ -607,15 +646,14 @@ fn respond(
         return bad_gateway();
     }
     headers::remove_hop_by_hop(response.headers_mut());
-    let release = sender.map(|sender| Release {
-        sender,
+    let release = conn.map(|conn| Release {
+        conn,
         server: server.clone(),
     });
     let (mut parts, incoming) = response.into_parts();
     let body = if http_body::Body::is_end_stream(&incoming) {
         if let Some(release) = release {
-            let waker = std::task::Waker::noop();
-            release.finish(&mut Context::from_waker(waker));
+            release.finish();
         }
         drop(incoming);
         drop(in_flight);

@@ -1,23 +1,105 @@
 //! The connections of one server, kept per worker (pingora's "pool keyed by peer"):
 //! idle HTTP/1.1 connections, most recently used first, dropped past `idle_timeout`
 //! or beyond `max_idle`; and one shared HTTP/2 connection when the server speaks it.
+//!
+//! An HTTP/1.1 connection has no task of its own: whoever waits on it (the request's
+//! future for the response head, then the response body) drives it, as nginx's event
+//! loop handles the upstream socket of the request it serves. That saves a task, a
+//! channel hand-off each way and a wake-up per request. An idle connection is driven
+//! by nobody; checking it out drives it once, which finds a connection the server
+//! closed meanwhile.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioIo;
+
+use super::connect::Stream;
 
 /// A connection ready for a request.
 pub(crate) enum Conn {
-    /// HTTP/1.1: one request at a time; back in the pool when its response ends.
-    Http1(http1::SendRequest<Body>),
+    /// HTTP/1.1, driven by whoever waits on it; back in the pool when its response ends.
+    Http1(Box<Http1Conn>),
+    /// HTTP/1.1 driven by a task of its own (an upgrade: the task hands the connection
+    /// over after a 101); never pooled.
+    Http1Task(http1::SendRequest<Body>),
     /// HTTP/2: shared by every request to the server.
     Http2(http2::SendRequest<Body>),
 }
 
+/// One HTTP/1.1 connection: the handle that sends requests and the state machine
+/// that does the I/O, which must be polled for anything to happen.
+pub(crate) struct Http1Conn {
+    pub(crate) sender: http1::SendRequest<Body>,
+    driver: Option<http1::Connection<TokioIo<Stream>, Body>>,
+}
+
+impl Http1Conn {
+    pub(crate) fn new(
+        sender: http1::SendRequest<Body>,
+        driver: http1::Connection<TokioIo<Stream>, Body>,
+    ) -> Self {
+        Self {
+            sender,
+            driver: Some(driver),
+        }
+    }
+
+    /// Do the connection's pending I/O (send the request, read the response into its
+    /// body). Ready once the connection has ended: its state is dropped then, which
+    /// fails whatever still waited on it.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = self.driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        match Pin::new(driver).poll(cx) {
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!("upstream connection ended: {error}");
+                }
+                self.driver = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// True when the connection is open and ready for another request; drives it
+    /// first, so a close or a stray byte from the server is seen.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        for _ in 0..2 {
+            if self
+                .drive(&mut Context::from_waker(Waker::noop()))
+                .is_ready()
+            {
+                return false;
+            }
+            if self.sender.is_ready() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Hand the connection to a task of its own that also completes upgrades.
+    pub(crate) fn into_task(mut self, label: String) -> Option<http1::SendRequest<Body>> {
+        let driver = self.driver.take()?;
+        tokio::spawn(async move {
+            if let Err(error) = driver.with_upgrades().await {
+                tracing::debug!(server = %label, "upstream connection ended: {error}");
+            }
+        });
+        Some(self.sender)
+    }
+}
+
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: Box<Http1Conn>,
     since: Instant,
 }
 
@@ -40,15 +122,14 @@ impl Pool {
     }
 
     /// A live idle HTTP/1.1 connection, if there is one.
-    pub(crate) fn checkout_http1(&self) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+    pub(crate) fn checkout_http1(&self) -> Option<Box<Http1Conn>> {
+        loop {
+            let mut entry = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if entry.since.elapsed() < self.idle_timeout && entry.conn.is_reusable() {
+                return Some(entry.conn);
             }
             // Closed by the server, or idle too long: dropping it closes it.
         }
-        None
     }
 
     /// The shared HTTP/2 connection, if it is still open.
@@ -69,9 +150,9 @@ impl Pool {
         *self.http2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
     }
 
-    /// Keep a connection whose response has ended (it must be ready for the next).
-    pub(crate) fn checkin(&self, sender: http1::SendRequest<Body>) {
-        if self.max_idle == 0 || sender.is_closed() {
+    /// Keep a connection whose response has ended, if it is ready for the next.
+    pub(crate) fn checkin(&self, mut conn: Box<Http1Conn>) {
+        if self.max_idle == 0 || !conn.is_reusable() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,7 +161,7 @@ impl Pool {
             idle.remove(0);
         }
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -89,6 +170,8 @@ impl Pool {
     /// background task, so an idle pool does not hold sockets open forever).
     pub(crate) fn reap(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|entry| entry.since.elapsed() < self.idle_timeout && !entry.sender.is_closed());
+        idle.retain_mut(|entry| {
+            entry.since.elapsed() < self.idle_timeout && entry.conn.is_reusable()
+        });
     }
 }
