@@ -124,7 +124,13 @@ fn check(args: &cli::ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(error) = workers::load_apps(&prepared, runtime.handle().clone()) {
+    // Nothing is served: the timeouts are built only to load the apps as a worker does.
+    let timeout = pipeline::AppTimeoutLayer::new(
+        loaded.config.server.queue_timeout,
+        loaded.config.server.timeout,
+        std::sync::Arc::new(|_| {}),
+    );
+    if let Err(error) = workers::load_apps(&prepared, runtime.handle().clone(), &timeout) {
         eprintln!("wsgi-gateway: the application does not load:\n{error}");
         return ExitCode::from(EXIT_CONFIG);
     }

@@ -2,7 +2,8 @@
 //! `pipeline::build` the workers use, ending in a `service_fn` instead of Python, and
 //! driven with `oneshot` (no socket, no process). It proves the ordering rule: the first
 //! `[[middleware]]` entry is the outermost layer, the canonical path comes before every
-//! configured layer, limits and the app timeout come after them.
+//! configured layer, limits and the app timeout come after them (the workers put the
+//! app timeout around each service that runs Python; here, around the `service_fn`).
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tower::{service_fn, ServiceExt};
+use tower::{service_fn, Layer, ServiceExt};
 use wsgi_gateway::config::{self, CliOverrides, LoadedConfig};
 use wsgi_gateway::pipeline::{self, WorkerHooks};
 use wsgi_gateway::types::{ConnectionInfo, GatewayService};
@@ -67,11 +68,16 @@ fn stack(name: &str, toml: &str) -> (GatewayService, Arc<Told>) {
     });
     let told = Arc::new(Told::default());
     let (on_request, on_timeout) = (told.clone(), told.clone());
+    let app = pipeline::AppTimeoutLayer::new(
+        loaded.config.server.queue_timeout,
+        loaded.config.server.timeout,
+        Arc::new(move |line| on_timeout.timeouts.lock().unwrap().push(line)),
+    )
+    .layer(app);
     let hooks = WorkerHooks {
         on_request: Arc::new(move || {
             on_request.requests.fetch_add(1, Ordering::SeqCst);
         }),
-        on_timeout: Arc::new(move |line| on_timeout.timeouts.lock().unwrap().push(line)),
     };
     (
         pipeline::build(&loaded.config, &plan.outer, app, hooks),

@@ -266,8 +266,6 @@ pub fn describe(config: &GatewayConfig) -> String {
 pub struct WorkerHooks {
     /// Called for every request (the worker counts them towards `max_requests`).
     pub on_request: Arc<dyn Fn() + Send + Sync>,
-    /// Called with the request line of a request that ran past `server.timeout`.
-    pub on_timeout: OnTimeout,
 }
 
 /// The whole per-request stack, outermost first: what hyper calls for each request.
@@ -291,18 +289,13 @@ where
         allow_encoded_slashes: config.limits.allow_encoded_slashes,
     };
     let on_request = hooks.on_request;
+    // (server.queue_timeout and server.timeout are not here: they wrap each service
+    // that runs Python, see `AppTimeoutLayer`, so proxies, static files and redirects
+    // pay nothing for them.)
     let below_configured = ServiceBuilder::new()
         // After the configured layers, so the access log and static files still see
         // (and log) what the limits refuse; before the app does any work for them.
         .layer(RequestLimitsLayer::new(config.limits.clone()))
-        // Innermost: it follows the request's ticket into the Python pool, so the wait
-        // for a thread counts against server.queue_timeout and only the application's
-        // own run against server.timeout.
-        .layer(AppTimeoutLayer::new(
-            config.server.queue_timeout,
-            config.server.timeout,
-            hooks.on_timeout,
-        ))
         .service(app);
     // `[[middleware]]`, first entry outermost. Without any, nothing is boxed here.
     let configured = if configured.is_empty() {

@@ -7,14 +7,21 @@ use std::collections::HashMap;
 use tokio::runtime::Handle;
 use tower::ServiceExt;
 
-use crate::pipeline::{Action, Route, Router};
+use tower::Layer;
+
+use crate::pipeline::{Action, AppTimeoutLayer, Route, Router};
 use crate::startup::{Prepared, DEFAULT_APP};
 use crate::types::{error_response, GatewayService};
 use crate::wsgi::{self, ImportedApp, WsgiError, WsgiService};
 
 /// Start the interpreter, import the applications and build the service the request
-/// stack ends in. Runs on a blocking thread: importing holds the GIL.
-pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, WsgiError> {
+/// stack ends in, each service that runs Python behind `timeout` (`server.queue_timeout`
+/// and `server.timeout`). Runs on a blocking thread: importing holds the GIL.
+pub fn load(
+    prepared: &Prepared,
+    runtime: Handle,
+    timeout: &AppTimeoutLayer,
+) -> Result<GatewayService, WsgiError> {
     if let Some(dir) = &prepared.chdir {
         std::env::set_current_dir(dir).map_err(|error| {
             WsgiError::Interpreter(format!("app.chdir {}: {error}", dir.display()))
@@ -53,7 +60,7 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
             &prepared.plan.python,
             runtime,
         )?;
-        return Ok(service.boxed_clone());
+        return Ok(timeout.layer(service).boxed_clone());
     }
     // Apps served as they are share one pool per app; an app with Python middleware of
     // its route's gets a pool for that composition.
@@ -74,14 +81,14 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
                 } else {
                     // Python middleware above the proxy: the proxy runs below it, on the
                     // same Python thread, through the NativeBridge.
-                    wsgi::serve_native(
+                    let bridged = wsgi::serve_native(
                         proxy.boxed_clone(),
                         &format!("proxy {name}"),
                         &prepared.bridge,
                         &route.plan.python,
                         runtime.clone(),
-                    )?
-                    .boxed_clone()
+                    )?;
+                    timeout.layer(bridged).boxed_clone()
                 };
                 (service, false)
             }
@@ -109,7 +116,7 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
                         runtime.clone(),
                     )?
                 };
-                (service.boxed_clone(), true)
+                (timeout.layer(service).boxed_clone(), true)
             }
         };
         // [[route.middleware]] before its first Python entry, first entry outermost.
@@ -126,16 +133,16 @@ pub fn load(prepared: &Prepared, runtime: Handle) -> Result<GatewayService, Wsgi
         });
     }
     let fallback = if prepared.apps.contains_key(DEFAULT_APP) {
-        match plain.get(DEFAULT_APP) {
-            Some(service) => service.clone().boxed_clone(),
+        let service = match plain.get(DEFAULT_APP) {
+            Some(service) => service.clone(),
             None => wsgi::serve(
                 &imported[DEFAULT_APP],
                 &prepared.apps[DEFAULT_APP],
                 &[],
                 runtime,
-            )?
-            .boxed_clone(),
-        }
+            )?,
+        };
+        timeout.layer(service).boxed_clone()
     } else {
         tower::service_fn(|_| async {
             Ok::<_, std::convert::Infallible>(error_response(http::StatusCode::NOT_FOUND))

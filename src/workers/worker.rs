@@ -33,22 +33,28 @@ pub async fn run(
     }
     tracing::info!("pipeline: {}", pipeline::describe(config));
     let runtime = tokio::runtime::Handle::current();
-    // Importing the apps may take a while and holds the GIL: keep it off the runtime.
-    let (app, prepared) =
-        tokio::task::spawn_blocking(move || (super::apps::load(&prepared, runtime), prepared))
-            .await
-            .expect("application loading panicked");
-    let app = app?;
-    let Prepared { tls, plan, .. } = prepared;
     let recycle = Arc::new(Recycle::new(
         config.server.max_requests,
         config.server.max_requests_jitter,
     ));
+    let on_timeout = recycle.clone();
+    let timeout = pipeline::AppTimeoutLayer::new(
+        config.server.queue_timeout,
+        config.server.timeout,
+        Arc::new(move |line| on_timeout.trigger(format!("request timed out: {line}"))),
+    );
+    // Importing the apps may take a while and holds the GIL: keep it off the runtime.
+    let (app, prepared) = tokio::task::spawn_blocking(move || {
+        (super::apps::load(&prepared, runtime, &timeout), prepared)
+    })
+    .await
+    .expect("application loading panicked");
+    let app = app?;
+    let Prepared { tls, plan, .. } = prepared;
     recycle.clone().watch_rss(config.server.max_rss.0);
-    let (on_request, on_timeout) = (recycle.clone(), recycle.clone());
+    let on_request = recycle.clone();
     let hooks = pipeline::WorkerHooks {
         on_request: Arc::new(move || on_request.count()),
-        on_timeout: Arc::new(move |line| on_timeout.trigger(format!("request timed out: {line}"))),
     };
     let service = pipeline::build(config, &plan.outer, app, hooks);
     let settings = ConnectionSettings::new(config);
