@@ -24,8 +24,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Fields by which a client could pose as a proxy; replaced by the gateway's own.
-const FORWARDING: [HeaderName; 5] = [
+/// Fields by which a client could pose as a proxy, replaced by the gateway's own; and
+/// `Expect` (the server answers 100 Continue to the client itself when the body is read).
+const DROPPED_FROM_REQUESTS: [HeaderName; 6] = [
+    header::EXPECT,
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
@@ -57,20 +59,43 @@ pub(crate) fn requested_upgrade(
 
 /// Remove the hop-by-hop fields: those `Connection` names first, then the fixed list.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // Usually `Connection` names only fields of the fixed list (`keep-alive`,
+    // `upgrade`) or the option `close`: then there is nothing more to collect.
+    let names_others = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|item| HeaderName::from_bytes(item.trim_ascii()).ok())
-        .collect();
-    for name in named {
-        // A client must not make the proxy drop the fields it adds or needs.
-        if name != header::HOST && name != header::CONTENT_LENGTH {
-            headers.remove(&name);
+        .any(|item| {
+            let item = item.trim_ascii();
+            !item.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|name| item.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        });
+    if names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .filter_map(|item| HeaderName::from_bytes(item.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            // A client must not make the proxy drop the fields it adds or needs.
+            if name != header::HOST && name != header::CONTENT_LENGTH {
+                headers.remove(&name);
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    remove_present(headers, &HOP_BY_HOP);
+}
+
+/// Remove each of `names` from `headers`. One pass over the (few) fields present
+/// first: most heads carry none of them, and that saves a lookup per name.
+fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if headers.keys().any(|key| names.contains(key)) {
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
@@ -98,11 +123,7 @@ pub(crate) fn upstream_head(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     remove_hop_by_hop(headers);
-    // The server answers 100 Continue to the client itself when the body is read.
-    headers.remove(header::EXPECT);
-    for name in &FORWARDING {
-        headers.remove(name);
-    }
+    remove_present(headers, &DROPPED_FROM_REQUESTS);
     if let Some(upgrade) = upgrade {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
