@@ -203,6 +203,7 @@ fn serving(loaded: &LoadedConfig, source: AppSource, script_name: String) -> App
         read_timeout: config.server.read_timeout,
         max_body_size: config.limits.max_body_size.0,
         buffer_body: config.limits.buffer_body.0,
+        buffer_memory: config.limits.buffer_memory.0,
         min_body_rate: crate::wsgi::body_rate::MinBodyRate {
             bytes_per_second: config.limits.min_body_rate.0,
             window: config.limits.min_body_rate_window,

@@ -164,6 +164,67 @@ mod request_buffering {
         still_serves(&gateway);
     }
 
+    /// `limits.buffer_memory` bounds what bodies read ahead hold in a worker: a slow
+    /// upload that finds it used up streams to the application (and meets
+    /// `min_body_rate`) instead of adding to it; one that found room stays away from
+    /// the application (and meets `server.read_timeout`). Once both are gone their
+    /// bytes are given back: the next slow upload is read ahead again.
+    #[test]
+    fn bodies_read_ahead_share_one_memory_budget() {
+        let gateway = GatewayBuilder::new()
+            .config(
+                "[server]
+read_timeout = \"3s\"
+threads = 4
+                 [limits]
+buffer_body = \"64KiB\"
+buffer_memory = \"100KiB\"
+                 min_body_rate = 1000
+min_body_rate_window = \"1s\"
+",
+            )
+            .start();
+        let slow = |burst| {
+            SlowUpload::start(
+                gateway.addr,
+                "/digest",
+                Framing::Length(60_000),
+                burst,
+                Duration::from_millis(100),
+            )
+        };
+        // 55 KB held by the first; the second's 55 KB would pass 100 KiB.
+        let first = slow(55_000);
+        let calls_before = app_calls(&gateway);
+        let second = slow(55_000);
+        let response = second.response().expect("a response");
+        assert_eq!(response.status, 408, "{response:?}\n{}", gateway.logs());
+        gateway.wait_for_log("request body too slow (slower than limits.min_body_rate)");
+        gateway.wait_for_log("request bodies read ahead hold limits.buffer_memory");
+        let response = first.response().expect("a response");
+        assert_eq!(response.status, 408, "{response:?}\n{}", gateway.logs());
+        gateway.wait_for_log("request body not received within server.read_timeout");
+        assert_eq!(
+            app_calls(&gateway),
+            calls_before + 2,
+            "the second upload and this probe reached the app, the first did not\n{}",
+            gateway.logs()
+        );
+
+        // Both are done: their bytes no longer count, so this one is read ahead.
+        let third = slow(55_000);
+        let calls_before = app_calls(&gateway);
+        assert!(third.sending());
+        assert_eq!(
+            app_calls(&gateway),
+            calls_before + 1,
+            "only this probe reached the app while the third upload is read ahead\n{}",
+            gateway.logs()
+        );
+        third.abort();
+        still_serves(&gateway);
+    }
+
     /// `server.read_timeout` bounds the whole buffered read, not each wait: a chunked
     /// body that keeps trickling in gets 408 and the application is never called.
     #[test]

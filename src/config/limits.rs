@@ -32,6 +32,12 @@ pub struct LimitsConfig {
     /// A body with `Expect: 100-continue` is not read ahead (the application decides
     /// whether it wants it). 0: every body streams.
     pub buffer_body: ByteSize,
+    /// Most memory the bodies being read ahead (`buffer_body`) may hold in one worker,
+    /// all requests together. A body that finds it used up is not read further: it
+    /// streams to the application from what was read, under `min_body_rate`, as a body
+    /// over `buffer_body` does. Bounds what many slow uploaders can make a worker hold
+    /// (nginx spills such bodies to temporary files). 0: every body streams.
+    pub buffer_memory: ByteSize,
     /// Slowest a streamed request body (over `buffer_body`) may arrive, in bytes per
     /// second, while the application waits for it. The client may fall behind this rate
     /// by `min_body_rate_window` at most; then the read raises `TimeoutError` and the
@@ -61,6 +67,7 @@ impl Default for LimitsConfig {
             max_head_size: ByteSize(64 << 10),
             max_body_size: ByteSize(100 << 20),
             buffer_body: ByteSize(1 << 20),
+            buffer_memory: ByteSize(128 << 20),
             min_body_rate: ByteSize(1024),
             min_body_rate_window: Duration::from_secs(10),
             allow_encoded_slashes: false,

@@ -10,11 +10,16 @@
 //!   `server.read_timeout`, or the client gets 408 without the application being called.
 //!   A chunked body that passes the limit streams on from what was read.
 //!
+//! - Bodies read ahead share one budget per worker (`limits.buffer_memory`); a body
+//!   that finds it used up streams on from what was read, like one over the limit.
+//!   Bytes read ahead count against it until the application is done with them.
+//!
 //! A body that turns out malformed, cut short or over `limits.max_body_size` while it is
 //! read here still reaches the application, as what arrived followed by the failure, so
 //! the application sees the same `wsgi.input` error it would see while streaming (and
 //! may answer itself; otherwise 400 or 413).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -30,6 +35,9 @@ use super::input::{error_chain, BodyFault, InputSource};
 pub struct BufferPolicy {
     /// Bodies up to this size are read whole first (`limits.buffer_body`); 0: none.
     pub buffer_body: u64,
+    /// Most bytes all bodies being read ahead may hold in this process
+    /// (`limits.buffer_memory`); 0: none is read ahead.
+    pub buffer_memory: u64,
     /// Largest body the application may read (`limits.max_body_size`).
     pub max_body_size: u64,
     /// Bound on the whole read (`server.read_timeout`).
@@ -53,7 +61,11 @@ pub async fn input_source(
         .size_hint()
         .exact()
         .is_some_and(|len| len > policy.buffer_body);
-    if expects_continue || policy.buffer_body == 0 || declared_over_limit {
+    if expects_continue
+        || policy.buffer_body == 0
+        || policy.buffer_memory == 0
+        || declared_over_limit
+    {
         return Ok(InputSource::Streaming {
             read_ahead: Bytes::new(),
             body,
@@ -81,30 +93,104 @@ enum ReadAhead {
     Failed(Bytes, BodyFault),
 }
 
-/// Read `body` until it ends, passes `policy.buffer_body`, or fails.
+/// Read `body` until it ends, passes `policy.buffer_body`, finds the worker's
+/// `policy.buffer_memory` used up, or fails.
 async fn read_ahead(policy: &BufferPolicy, body: &mut Body) -> ReadAhead {
     let mut chunks = Chunks::default();
+    let mut held = Reservation::default();
     loop {
         match body.frame().await {
-            None => return ReadAhead::Whole(chunks.into_bytes()),
+            None => return ReadAhead::Whole(held.attach(chunks.into_bytes())),
             Some(Err(error)) => {
                 let reason = error_chain(&error);
-                return ReadAhead::Failed(chunks.into_bytes(), BodyFault::Malformed { reason });
+                let data = held.attach(chunks.into_bytes());
+                return ReadAhead::Failed(data, BodyFault::Malformed { reason });
             }
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers: ignored, as while streaming
                 };
+                let in_use = held.add(data.len() as u64);
                 chunks.push(data);
                 if chunks.len > policy.max_body_size {
                     let limit = policy.max_body_size;
                     return ReadAhead::Failed(Bytes::new(), BodyFault::TooLarge { limit });
                 }
                 if chunks.len > policy.buffer_body {
-                    return ReadAhead::Partial(chunks.into_bytes());
+                    return ReadAhead::Partial(held.attach(chunks.into_bytes()));
+                }
+                if in_use > policy.buffer_memory {
+                    warn_budget_used_up(policy.buffer_memory);
+                    return ReadAhead::Partial(held.attach(chunks.into_bytes()));
                 }
             }
         }
+    }
+}
+
+/// Bytes held by bodies read ahead in this process: one budget for every app a worker
+/// serves.
+static READ_AHEAD_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes counted in [`READ_AHEAD_BYTES`], given back when dropped.
+#[derive(Default)]
+struct Reservation(u64);
+
+impl Reservation {
+    /// Count `len` more bytes; the process's total after it.
+    fn add(&mut self, len: u64) -> u64 {
+        self.0 += len;
+        READ_AHEAD_BYTES.fetch_add(len, Ordering::Relaxed) + len
+    }
+
+    /// `data`, which keeps the bytes counted until its last clone is dropped (when
+    /// the application is done with the body).
+    fn attach(self, data: Bytes) -> Bytes {
+        if self.0 == 0 {
+            return data;
+        }
+        Bytes::from_owner(Counted {
+            data,
+            _reservation: self,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        READ_AHEAD_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Body bytes and the reservation that counts them.
+struct Counted {
+    data: Bytes,
+    _reservation: Reservation,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Say (at most every ten seconds) that bodies stream because the budget is used up.
+fn warn_budget_used_up(budget: u64) {
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            "request bodies read ahead hold limits.buffer_memory ({budget} bytes) in this \
+             worker: further bodies stream to the application as they arrive, under \
+             limits.min_body_rate"
+        );
     }
 }
 

@@ -88,6 +88,8 @@ pub struct AppSettings {
     pub max_body_size: u64,
     /// Request bodies up to this size are read before the application is called.
     pub buffer_body: u64,
+    /// Most memory all bodies being read ahead may hold in this process.
+    pub buffer_memory: u64,
     /// How fast a streamed request body must arrive.
     pub min_body_rate: body_rate::MinBodyRate,
 }
@@ -192,6 +194,7 @@ fn serve_callable(
         settings.environ.script_name.clone(),
         buffering::BufferPolicy {
             buffer_body: settings.buffer_body,
+            buffer_memory: settings.buffer_memory,
             max_body_size: settings.max_body_size,
             read_timeout: settings.read_timeout,
         },
