@@ -101,6 +101,37 @@ fn encoded_slashes_dot_segments_and_overlong_utf8_are_refused() {
     );
 }
 
+/// An access log placed first logs the requests the canonical path refuses, with the
+/// target as the client sent it (nginx logs its 400s too); the path rules still run
+/// before every other layer.
+#[test]
+fn a_leading_access_log_records_refused_paths() {
+    let dir = scratch_dir("refused-log");
+    let log = dir.join("access.log");
+    let gateway = guarded(&format!(
+        "[[middleware]]\nkind = \"access_log\"\nformat = '%(r)s %(s)s'\noutput = \"{}\"\n",
+        log.display()
+    ));
+    assert_eq!(raw_get(&gateway, "/environ%2Fadmin", TOKEN).status, 400);
+    assert_eq!(raw_get(&gateway, "/environ/x/../admin", "").status, 400);
+    assert_eq!(raw_get(&gateway, "/environ/admin", "").status, 401);
+    let lines = common::eventually("three access log lines", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.lines().count() >= 3).then_some(text)
+    });
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /environ%2Fadmin HTTP/1.1 400",
+            "GET /environ/x/../admin HTTP/1.1 400",
+            "GET /environ/admin HTTP/1.1 401",
+        ]
+    );
+    let calls = gateway.get_json("/calls");
+    assert_eq!(calls["count"], 1, "only /calls itself reached the app");
+}
+
 #[test]
 fn names_with_dots_and_escaped_bytes_stay_valid() {
     let gateway = guarded("");

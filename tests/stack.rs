@@ -2,8 +2,9 @@
 //! `pipeline::build` the workers use, ending in a `service_fn` instead of Python, and
 //! driven with `oneshot` (no socket, no process). It proves the ordering rule: the first
 //! `[[middleware]]` entry is the outermost layer, the canonical path comes before every
-//! configured layer, limits and the app timeout come after them (the workers put the
-//! app timeout around each service that runs Python; here, around the `service_fn`).
+//! configured layer (but access logs written first, see tests/path_rules.rs), limits
+//! and the app timeout come after them (the workers put the app timeout around each
+//! service that runs Python; here, around the `service_fn`).
 
 use std::convert::Infallible;
 use std::path::Path;

@@ -297,18 +297,26 @@ where
         // (and log) what the limits refuse; before the app does any work for them.
         .layer(RequestLimitsLayer::new(config.limits.clone()))
         .service(app);
-    // `[[middleware]]`, first entry outermost. Without any, nothing is boxed here.
-    let configured = if configured.is_empty() {
-        Either::Left(below_configured)
-    } else {
-        let inner = below_configured.boxed_clone();
-        Either::Right(
-            configured
-                .iter()
-                .rev()
-                .fold(inner, |service, (_, layer)| layer(service)),
-        )
-    };
+    // `[[middleware]]`, first entry outermost. Access logs that come first go above the
+    // canonical path (below), so that they also log the requests it refuses with 400,
+    // as nginx logs them; they log the target as the client sent it either way.
+    let leading_logs = configured
+        .iter()
+        .take_while(|(index, _)| {
+            matches!(
+                config.middleware.get(*index),
+                Some(MiddlewareConfig::AccessLog(_))
+            )
+        })
+        .count();
+    let (logs, configured) = configured.split_at(leading_logs);
+    let configured = wrap(below_configured, configured);
+    let canonical = ServiceBuilder::new()
+        // Before any decision on a path: every layer below and the app's PATH_INFO see
+        // the one canonical path, and encoding tricks are refused here.
+        .layer(CanonicalPathLayer::new(path_rules))
+        .service(configured);
+    let logged = wrap(canonical, logs);
     ServiceBuilder::new()
         // Outermost: a panic in any layer below becomes a logged 500, not a dropped
         // connection.
@@ -328,12 +336,33 @@ where
             on_request();
             request
         }))
-        // Before any decision on a path: every layer below and the app's PATH_INFO see
-        // the one canonical path, and encoding tricks are refused here.
-        .layer(CanonicalPathLayer::new(path_rules))
-        .service(configured)
+        // Then the leading access logs, the canonical path, the other configured
+        // layers, the limits and the app (above).
+        .service(logged)
         .map_response(|response| response.map(Body::new))
         .boxed_clone()
+}
+
+/// `inner` in `layers` (`[[middleware]]` entries, first outermost); not boxed when
+/// there are none.
+fn wrap<S>(inner: S, layers: &[(usize, NativeLayer)]) -> Either<S, GatewayService>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if layers.is_empty() {
+        return Either::Left(inner);
+    }
+    let inner = inner.boxed_clone();
+    Either::Right(
+        layers
+            .iter()
+            .rev()
+            .fold(inner, |service, (_, layer)| layer(service)),
+    )
 }
 
 /// What a panic below [`CatchPanicLayer`] becomes.
