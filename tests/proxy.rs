@@ -532,6 +532,50 @@ fn websocket_echo_through_the_proxy() {
     );
 }
 
+/// A WebSocket open when the gateway is told to stop keeps working while the worker
+/// drains (up to `server.graceful_timeout`), as with nginx: the worker waits for it to
+/// close, then exits cleanly.
+#[test]
+fn a_draining_worker_keeps_its_websockets_until_they_close() {
+    let api = Upstream::start("ws");
+    let mut gateway = gateway(&format!(
+        "[server]\ngraceful_timeout = \"20s\"\n[[route]]\npath = \"/ws\"\nproxy = \"http://{}\"\n",
+        api.addr
+    ));
+    let mut stream = gateway.connect();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let head = read_head(&mut reader).expect("a 101");
+    assert_eq!(head.status, 101, "{head:?}");
+    let mut echo = |message: &str| {
+        let frame = upstream::frame_with(0x1, message.as_bytes(), Some([1, 2, 3, 4]));
+        stream.write_all(&frame).unwrap();
+        let (opcode, payload) = upstream::read_frame(&mut reader).expect("an echoed frame");
+        assert_eq!((opcode, payload.as_slice()), (0x1, message.as_bytes()));
+    };
+    echo("before");
+    gateway.signal(libc::SIGTERM);
+    gateway.wait_for_log("waiting for upgraded connections (WebSockets) to close");
+    echo("while draining");
+    stream
+        .write_all(&upstream::frame_with(0x8, b"", Some([9, 9, 9, 9])))
+        .unwrap();
+    let (opcode, _) = upstream::read_frame(&mut reader).expect("a close frame");
+    assert_eq!(opcode, 0x8);
+    drop(stream);
+    drop(reader);
+    let status = gateway.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", gateway.logs());
+    let logs = gateway.logs();
+    assert!(logs.contains("all connections closed; exiting"), "{logs}");
+    assert!(!logs.contains("graceful_timeout reached"), "{logs}");
+}
+
 /// The worker process of a one-worker gateway.
 fn worker_pid(gateway: &Gateway) -> u32 {
     let supervisor = gateway.pid();

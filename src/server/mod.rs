@@ -23,7 +23,7 @@ pub use bind::{bind_all, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
 
-use crate::types::{ConnectionInfo, GatewayService};
+use crate::types::{tunnels, ConnectionInfo, GatewayService};
 
 /// The listeners of one worker, accepting and serving connections.
 pub struct Listeners {
@@ -81,11 +81,24 @@ impl Listeners {
         for accept_loop in self.accept_loops {
             let _ = accept_loop.await;
         }
-        let drained = tokio::time::timeout(graceful_timeout, self.connections.all_closed()).await;
+        // Upgraded connections (proxied WebSockets) are waited for too: hyper no longer
+        // counts them once upgraded.
+        let all_closed = async {
+            self.connections.all_closed().await;
+            if tunnels::count() > 0 {
+                tracing::info!(
+                    open_tunnels = tunnels::count(),
+                    "waiting for upgraded connections (WebSockets) to close"
+                );
+            }
+            tunnels::all_closed().await;
+        };
+        let drained = tokio::time::timeout(graceful_timeout, all_closed).await;
         match drained {
             Ok(()) => tracing::info!("all connections closed; exiting"),
             Err(_) => tracing::warn!(
                 open_connections = self.connections.open(),
+                open_tunnels = tunnels::count(),
                 "graceful_timeout reached; closing the remaining connections"
             ),
         }
