@@ -177,6 +177,27 @@ fn target_path<'a>(
     }
 }
 
+/// `ip` as a header value. The last one made is kept per thread: requests come in runs
+/// from one client (its keep-alive connection) or one load balancer, and formatting an
+/// address costs more than the rest of the field.
+fn address_value(ip: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, value)) = last.as_ref() {
+            if *cached == ip {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::from_str(&ip.to_string()).ok()?;
+        *last = Some((ip, value.clone()));
+        Some(value)
+    })
+}
+
 /// `X-Forwarded-For/-Proto/-Host` or `Forwarded`, from what the trust chain resolved.
 fn describe_client(
     style: ForwardedStyle,
@@ -188,10 +209,8 @@ fn describe_client(
     match style {
         ForwardedStyle::None => {}
         ForwardedStyle::XForwarded => {
-            if let Some(ip) = client {
-                if let Ok(value) = HeaderValue::from_str(&ip.to_string()) {
-                    headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-                }
+            if let Some(value) = client.and_then(address_value) {
+                headers.insert(HeaderName::from_static("x-forwarded-for"), value);
             }
             headers.insert(
                 HeaderName::from_static("x-forwarded-proto"),
@@ -225,6 +244,15 @@ fn describe_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_values_follow_the_address_not_the_cache() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for ip in [v4, v4, v6, v4, v6, v6] {
+            assert_eq!(address_value(ip).unwrap(), ip.to_string().as_str());
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
