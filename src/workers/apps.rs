@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use tokio::runtime::Handle;
-use tower::ServiceExt;
-
-use tower::Layer;
+use tower::{Layer, ServiceExt};
 
 use crate::pipeline::{Action, AppTimeoutLayer, Route, Router};
 use crate::startup::{Prepared, DEFAULT_APP};
