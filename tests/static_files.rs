@@ -492,3 +492,38 @@ fn text_files_are_compressed_once_behind_the_compression_layer() {
     // Clients that accept nothing get the file itself.
     assert_eq!(gateway.get("/static/app.css").body, css);
 }
+
+/// nginx's `send_timeout`: a client that takes no bytes of a large file for
+/// `server.write_timeout` loses its connection, instead of holding it (and the file)
+/// forever; the server keeps serving.
+#[test]
+fn a_client_that_stops_reading_is_cut_after_write_timeout() {
+    let site = site();
+    let size: u64 = 256 << 20;
+    // Sparse: 256 MiB of zeros that take no disk, far more than socket buffers hold.
+    std::fs::File::create(site.join("huge.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let gateway = gateway_with(&site, "[server]\nwrite_timeout = \"1s\"\n", "");
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"GET /static/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    gateway.wait_for_log("client took no response bytes within server.write_timeout; closing");
+    // What the kernel buffered still arrives, then the end: far from the whole file.
+    let mut received: u64 = 0;
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n as u64,
+        }
+    }
+    assert!(
+        received > 0 && received < size / 4,
+        "{received} bytes of {size}"
+    );
+    let response = get_with(&gateway, "/static/app.css", &[]);
+    assert_eq!(response.status, 200, "{}", gateway.logs());
+}

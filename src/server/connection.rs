@@ -50,6 +50,8 @@ pub struct ConnectionSettings {
     proxy_protocol: bool,
     keepalive_timeout: Duration,
     header_timeout: Duration,
+    /// How long a client may take no response bytes while some are waiting.
+    write_timeout: Duration,
     framing: super::framing::FramingRules,
     backlog: u32,
 }
@@ -138,6 +140,7 @@ impl ConnectionSettings {
             proxy_protocol: config.server.proxy_protocol,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
+            write_timeout: config.server.write_timeout,
             backlog: config.server.backlog,
             framing: super::framing::FramingRules {
                 permit_unconventional_methods: config.limits.permit_unconventional_methods,
@@ -221,6 +224,8 @@ pub(super) async fn serve<T>(
     // When the current idle stretch or partial head was first seen.
     let mut idle_since: Option<(std::time::Instant, ActivitySample)> = None;
     let mut head_since: Option<(std::time::Instant, ActivitySample)> = None;
+    // When writes were first seen blocked on a client that does not read.
+    let mut blocked_since: Option<(std::time::Instant, ActivitySample)> = None;
     let mut state = Drain::Serving;
     if *shutdown.borrow() {
         state = begin_drain(&activity, &closing);
@@ -279,6 +284,19 @@ pub(super) async fn serve<T>(
                         Some((since, first))
                     }
                     _ => sample.head_is_partial().then_some((now, sample)),
+                };
+                // nginx's send_timeout: a client that takes no response bytes for
+                // server.write_timeout loses the connection (and the response body
+                // below, an upstream's or a file's, is dropped with it).
+                blocked_since = match blocked_since {
+                    Some((since, first)) if sample.same_blocked_write(&first) => {
+                        if now - since >= settings.write_timeout {
+                            tracing::info!(peer = ?info.peer, "client took no response bytes within server.write_timeout; closing");
+                            return;
+                        }
+                        Some((since, first))
+                    }
+                    _ => sample.write_is_blocked().then_some((now, sample)),
                 };
             }
         }

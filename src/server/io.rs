@@ -28,6 +28,10 @@ pub(super) struct ConnectionActivity {
     /// A 101 response switched the connection to another protocol: its bytes are no
     /// longer HTTP/1 and are not inspected.
     upgraded: AtomicBool,
+    /// The last write found the socket's send buffer full (the client is not reading).
+    write_blocked: AtomicBool,
+    /// Incremented each time a write goes through after a blocked one: progress.
+    writes_unblocked: AtomicU64,
 }
 
 /// A sample of [`ConnectionActivity`], compared between ticks.
@@ -36,9 +40,22 @@ pub(super) struct ActivitySample {
     events: u64,
     in_flight: usize,
     head: Option<u64>,
+    /// `Some(progress count)` while writes are blocked on the client.
+    blocked_write: Option<u64>,
 }
 
 impl ActivitySample {
+    /// The socket's send buffer was full at the last write: the client is not taking
+    /// response bytes.
+    pub(super) fn write_is_blocked(&self) -> bool {
+        self.blocked_write.is_some()
+    }
+
+    /// Writes have been blocked since `earlier` was taken, without any going through.
+    pub(super) fn same_blocked_write(&self, earlier: &ActivitySample) -> bool {
+        self.blocked_write.is_some() && self.blocked_write == earlier.blocked_write
+    }
+
     /// No request in flight and no partial head: the connection waits for a request.
     pub(super) fn is_idle(&self) -> bool {
         self.in_flight == 0 && self.head.is_none()
@@ -109,10 +126,29 @@ impl ConnectionActivity {
             .head_in_progress
             .load(Ordering::Relaxed)
             .then(|| self.heads_started.load(Ordering::Relaxed));
+        let blocked_write = self
+            .write_blocked
+            .load(Ordering::Relaxed)
+            .then(|| self.writes_unblocked.load(Ordering::Relaxed));
         ActivitySample {
             events: self.events.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             head,
+            blocked_write,
+        }
+    }
+
+    /// Record how a write turned out: blocked (Pending), or through after a block.
+    /// One relaxed load per write on the hot path.
+    fn wrote<T>(&self, polled: &Poll<io::Result<T>>) {
+        match polled {
+            Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(_) => {
+                if self.write_blocked.load(Ordering::Relaxed) {
+                    self.write_blocked.store(false, Ordering::Relaxed);
+                    self.writes_unblocked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
@@ -197,7 +233,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.activity.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -205,7 +244,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.activity.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
