@@ -532,6 +532,35 @@ fn websocket_echo_through_the_proxy() {
     );
 }
 
+/// A server may reset a kept-alive connection just as a request arrives on it. A
+/// request that can be sent again as it is (idempotent, no body) goes once more on a
+/// fresh connection to the same server, even with `retries = 0` (nginx does the same
+/// for its cached connections); one with a body is not sent twice: 502.
+#[test]
+fn a_get_lost_on_a_pooled_connection_goes_again_on_a_fresh_one() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\nretries = 0\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    // Leaves a pooled connection that the upstream resets at its next request.
+    assert_eq!(gateway.get("/reset-next").status, 200);
+    let response = gateway.get("/after");
+    assert_eq!(response.status, 200, "{response:?}\n{}", gateway.logs());
+    assert_eq!(upstream_json(&response)["target"], "/after");
+    assert_eq!(
+        api.connections.load(Ordering::Relaxed),
+        2,
+        "one fresh connection"
+    );
+
+    assert_eq!(gateway.get("/reset-next").status, 200);
+    let response = gateway.request("POST", "/posted", &[], b"data");
+    assert_eq!(response.status, 502, "{response:?}\n{}", gateway.logs());
+    gateway.wait_for_log("connection closed before the response head");
+    assert_eq!(gateway.get("/still").status, 200);
+}
+
 /// A WebSocket open when the gateway is told to stop keeps working while the worker
 /// drains (up to `server.graceful_timeout`), as with nginx: the worker waits for it to
 /// close, then exits cleanly.

@@ -213,6 +213,7 @@ async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Response<Bo
             &mut outgoing,
             &mut body,
             may_retry,
+            idempotent && bodiless,
             &span,
         )
         .await;
@@ -352,19 +353,24 @@ fn failed(upstream: &Upstream, server: &Arc<Server>, what: &str) {
 
 /// Send the request to `server`: Ok with its response head, or why not. The request
 /// body stays in `body` until it is sent (so a connect error can go elsewhere with it).
+/// A `replayable` request (idempotent, no body) that a pooled connection loses before
+/// any response byte is sent once more on a fresh connection to the same server: the
+/// server closed an idle connection as the request went out (nginx does the same for
+/// its cached connections, without counting a try).
 async fn attempt(
     upstream: &Upstream,
     server: &Arc<Server>,
     outgoing: &mut Outgoing,
     body_slot: &mut Option<Body>,
     may_retry: bool,
+    replayable: bool,
     span: &tracing::Span,
 ) -> Result<Sent, Failure> {
     let upgrade = outgoing.upgrade.is_some();
     let (mut conn, mut reused) = connection(upstream, server, upgrade, false)
         .await
         .map_err(Failure::Connect)?;
-    let headers = if may_retry {
+    let headers = if may_retry || replayable {
         outgoing.headers.clone()
     } else {
         std::mem::take(&mut outgoing.headers)
@@ -375,12 +381,9 @@ async fn attempt(
         Some(progress) => Body::new(ProgressBody::new(body, progress.clone())),
         None => body,
     };
-    let mut request = Request::new(body);
-    *request.method_mut() = outgoing.method.clone();
-    *request.headers_mut() = headers;
-    set_host(upstream, server, request.headers_mut());
-    inject_trace_context(span, request.headers_mut());
+    let mut request = upstream_request(upstream, server, outgoing, headers, body, span);
     let read_timeout = upstream.config.read_timeout;
+    let mut replayed = false;
     loop {
         set_target(&mut request, &conn, server, &outgoing.target);
         let sent = within(read_timeout, progress.as_deref(), send(conn, request)).await;
@@ -396,19 +399,53 @@ async fn attempt(
                     Some(returned) if reused => {
                         tracing::debug!(upstream = %upstream.name, server = %server.label, "pooled connection closed ({error}); reconnecting");
                         request = returned;
-                        (conn, reused) = connection(upstream, server, upgrade, true)
-                            .await
-                            .map_err(Failure::Connect)?;
                     }
                     Some(returned) => {
                         *body_slot = Some(returned.into_body());
                         return Err(Failure::Unsent(error));
                     }
-                    None => return Err(classify(error)),
+                    None => {
+                        let failure = classify(error);
+                        let stale = reused && replayable && !replayed;
+                        if !(stale && matches!(failure, Failure::Reset(_))) {
+                            return Err(failure);
+                        }
+                        tracing::debug!(upstream = %upstream.name, server = %server.label, "pooled connection lost ({failure}); sending again on a fresh one");
+                        replayed = true;
+                        let headers = outgoing.headers.clone();
+                        request = upstream_request(
+                            upstream,
+                            server,
+                            outgoing,
+                            headers,
+                            Body::empty(),
+                            span,
+                        );
+                    }
                 }
+                (conn, reused) = connection(upstream, server, upgrade, true)
+                    .await
+                    .map_err(Failure::Connect)?;
             }
         }
     }
+}
+
+/// The request for `server`, before its target is set.
+fn upstream_request(
+    upstream: &Upstream,
+    server: &Server,
+    outgoing: &Outgoing,
+    headers: HeaderMap,
+    body: Body,
+    span: &tracing::Span,
+) -> Request<Body> {
+    let mut request = Request::new(body);
+    *request.method_mut() = outgoing.method.clone();
+    *request.headers_mut() = headers;
+    set_host(upstream, server, request.headers_mut());
+    inject_trace_context(span, request.headers_mut());
+    request
 }
 
 /// Wait for `sending` (the request going out and the response head coming back) while

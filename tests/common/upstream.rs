@@ -162,12 +162,21 @@ fn serve(stream: TcpStream, shared: Shared) {
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
+    // Set by `/reset-next`: the next request on this connection is reset unanswered,
+    // as when a server closes a kept-alive connection just as a request arrives.
+    let mut reset_next = false;
     loop {
         let head = match read_head(&mut reader, &shared.stopped) {
             Some(head) => head,
             None => return,
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
+        if reset_next {
+            let socket = socket2::SockRef::from(reader.get_ref());
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            return;
+        }
+        reset_next = head.target == "/reset-next";
         let path = match shared.act_as.lock().unwrap().clone() {
             Some(path) if !head.target.starts_with("/healthz") => path,
             _ => head.target.split('?').next().unwrap_or("").to_owned(),
