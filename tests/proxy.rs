@@ -893,6 +893,9 @@ fn python_middleware_wraps_an_upstream_through_the_bridge() {
         .env("VIRTUAL_ENV", common::test_venv().to_str().unwrap())
         .config(&format!(
             r#"
+[[middleware]]
+kind = "access_log"
+format = "%(r)s %(s)s upstream=%(upstream_addr)s"
 [[route]]
 path = "/app"
 proxy = "http://{}"
@@ -911,6 +914,8 @@ factory = "session_visits:factory"
     let echo = upstream_json(&first);
     assert_eq!(header(&echo, "x-visits"), Some("1"), "{}", gateway.logs());
     assert_eq!(first.header("x-seen-by"), Some("python"));
+    // The access log names the upstream though the response came out of Python.
+    gateway.wait_for_log(&format!("GET /app/page HTTP/1.1 200 upstream={}", api.addr));
     let cookie_of = |response: &Response| {
         let set_cookie = response.header("set-cookie").expect("Beaker's cookie");
         set_cookie.split(';').next().unwrap().to_owned()

@@ -41,6 +41,25 @@ use super::interpreter::format_exception;
 use super::iterable::{chunk_copy, close_logged};
 use crate::types::GatewayService;
 
+thread_local! {
+    /// The upstream a bridged proxy answered from, for the response of the Python job
+    /// running on this thread (the bridge runs inside that job, on its thread): the
+    /// access log's upstream atoms then name it, though the response the client gets
+    /// is the one the Python layer above made.
+    static UPSTREAM: std::cell::RefCell<Option<gateway_middleware::UpstreamInfo>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forget what an earlier job's bridge reported (at the start of a job).
+pub(super) fn clear_reported_upstream() {
+    UPSTREAM.with(|slot| slot.borrow_mut().take());
+}
+
+/// What this job's bridge reported, if anything (taken when the head is sent).
+pub(super) fn take_reported_upstream() -> Option<gateway_middleware::UpstreamInfo> {
+    UPSTREAM.with(|slot| slot.borrow_mut().take())
+}
+
 /// The environ of the Python layer above a bridge, carried in request extensions.
 #[derive(Clone)]
 struct OuterEnviron(Arc<Py<PyDict>>);
@@ -328,6 +347,9 @@ impl NativeBridge {
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        if let Some(upstream) = parts.extensions.get::<gateway_middleware::UpstreamInfo>() {
+            UPSTREAM.with(|slot| *slot.borrow_mut() = Some(upstream.clone()));
+        }
         let reason = parts.status.canonical_reason().unwrap_or("Unknown");
         let status = format!("{} {reason}", parts.status.as_u16());
         let headers = PyList::empty(py);

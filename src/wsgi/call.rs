@@ -31,6 +31,7 @@ pub(super) fn run(py: Python<'_>, context: &AppContext, job: Job) {
         span,
         ticket: _,
     } = job;
+    super::bridge::clear_reported_upstream();
     // The outermost Python segment's span: a child of the request's, current on this
     // thread while the segment runs, iterates and closes.
     let app_span = span.as_ref().map(|parent| {

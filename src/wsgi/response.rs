@@ -40,6 +40,8 @@ pub struct WsgiResponse {
     pub headers: HeaderMap,
     /// The body.
     pub body: WsgiBody,
+    /// The upstream a proxy below a Python layer answered from (through the bridge).
+    pub upstream: Option<gateway_middleware::UpstreamInfo>,
 }
 
 impl WsgiResponse {
@@ -54,6 +56,7 @@ impl WsgiResponse {
             status,
             headers: head.headers,
             body: WsgiBody::Full(Some(Bytes::from(text))),
+            upstream: None,
         }
     }
 }
@@ -346,6 +349,7 @@ impl ResponseState {
                 status,
                 headers,
                 body,
+                upstream: super::bridge::take_reported_upstream(),
             })
             .is_ok();
         if !delivered {

@@ -140,6 +140,9 @@ impl Inner {
                 let mut response = Response::new(Body::new(wsgi.body));
                 *response.status_mut() = wsgi.status;
                 *response.headers_mut() = wsgi.headers;
+                if let Some(upstream) = wsgi.upstream {
+                    response.extensions_mut().insert(upstream);
+                }
                 response
             }
             // The Python thread dropped the job without answering (it panicked).
