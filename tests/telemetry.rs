@@ -412,7 +412,10 @@ format = "json"
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let response = gateway.request("GET", "/raise", &[("traceparent", &traceparent)], b"");
     assert_eq!(response.status, 500);
-    let logs = gateway.wait_for_log("\"status\":500");
+    // The access log and the other logs have writers of their own: the two lines may
+    // come out in either order.
+    gateway.wait_for_log("\"status\":500");
+    let logs = gateway.wait_for_log("Traceback");
     let lines: Vec<Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
