@@ -129,6 +129,42 @@ fn changed_replaced_and_deleted_files_are_served_fresh_within_a_second() {
     });
 }
 
+/// A deploy that swaps a `current` symlink to a new release is served within the same
+/// one-second bound (nginx follows the link for each file it opens), small files from
+/// the cache and large ones from disk; the old release stays on disk untouched.
+#[test]
+fn a_swapped_release_symlink_is_followed_within_a_second() {
+    let root = scratch_dir("static-releases");
+    let release = |name: &str, css: &str, big: u8| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.css"), css).unwrap();
+        std::fs::write(dir.join("big.bin"), vec![big; 3 << 20]).unwrap();
+    };
+    release("r1", "body { color: red }\n", 1);
+    release("r2", "body { color: blue }\n", 2);
+    let current = root.join("current");
+    std::os::unix::fs::symlink(root.join("r1"), &current).unwrap();
+    let gateway = gateway(&current);
+    assert_eq!(
+        gateway.get("/static/app.css").text(),
+        "body { color: red }\n"
+    );
+    assert_eq!(gateway.get("/static/big.bin").body[0], 1);
+    // The deploy: a new link renamed over the old one (atomic).
+    std::os::unix::fs::symlink(root.join("r2"), root.join("current.new")).unwrap();
+    std::fs::rename(root.join("current.new"), &current).unwrap();
+    within(FRESH_WITHIN, "the new release's stylesheet", || {
+        (gateway.get("/static/app.css").text() == "body { color: blue }\n").then_some(())
+    });
+    let big = gateway.get("/static/big.bin");
+    assert_eq!(big.body.len(), 3 << 20);
+    assert!(
+        big.body.iter().all(|&b| b == 2),
+        "the new release's large file"
+    );
+}
+
 /// Every `static cache:` debug line's `bytes=` and `budget=`.
 fn cache_lines(logs: &str) -> Vec<(u64, u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {

@@ -193,7 +193,9 @@ pub(crate) enum Found {
 /// What a lookup needs to know about the layer.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// The served folder, canonical.
+    /// The served folder as configured; resolved again at each lookup, so a symlink
+    /// swapped to a new release (`current -> releases/42`) is followed within the
+    /// cache's one-second freshness bound, as nginx follows it.
     pub root: std::path::PathBuf,
     /// Whether to look for `.br`/`.zst`/`.gz` siblings.
     pub precompressed: bool,
@@ -211,8 +213,14 @@ pub(crate) fn find(
     accept: Option<&HeaderValue>,
     now_ms: u64,
 ) -> Found {
+    let root = match std::fs::canonicalize(&settings.root) {
+        Ok(root) => root,
+        // The folder is gone (mid-deploy): like a missing file.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
+        Err(error) => return Found::Failed(error),
+    };
     let (path, fingerprint, siblings) =
-        match resolve::resolve(&settings.root, relative, settings.precompressed) {
+        match resolve::resolve(&root, relative, settings.precompressed) {
             Resolution::File {
                 path,
                 fingerprint,

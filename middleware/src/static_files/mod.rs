@@ -154,14 +154,17 @@ impl StaticFilesLayer {
         } else {
             canonical_prefix(mount).map_err(|_| StaticFilesError::Mount(mount.to_owned()))?
         };
-        let root = std::fs::canonicalize(dir).map_err(|source| StaticFilesError::Dir {
+        // Checked now (a wrong `dir` is a configuration error), resolved again at each
+        // lookup (see `Settings::root`).
+        let canonical = std::fs::canonicalize(dir).map_err(|source| StaticFilesError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
-        std::fs::read_dir(&root).map_err(|source| StaticFilesError::Dir {
-            path: root.display().to_string(),
+        std::fs::read_dir(&canonical).map_err(|source| StaticFilesError::Dir {
+            path: canonical.display().to_string(),
             source,
         })?;
+        let root = std::path::absolute(dir).unwrap_or(canonical);
         Ok(Self {
             shared: Arc::new(Shared {
                 mount,
