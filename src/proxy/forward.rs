@@ -35,7 +35,7 @@ use super::pool::{Conn, Http1Conn};
 use super::{bad_gateway, is_idempotent, Server, Upstream};
 use crate::config::{HostPolicy, ServerAddress};
 use crate::metrics::UpstreamOutcome;
-use crate::types::{error_response, tunnels, ConnectionInfo};
+use crate::types::{error_response, open_count, ConnectionInfo};
 
 /// The proxy to one upstream, as a tower service: what a `proxy = "NAME"` route ends in.
 #[derive(Clone)]
@@ -722,7 +722,7 @@ fn switch_protocols(
     let upstream_side = hyper::upgrade::on(&mut response);
     let (name, label) = (upstream.name.clone(), server.label.clone());
     // A draining worker waits for the tunnel (up to server.graceful_timeout).
-    let tunnel = tunnels::open();
+    let tunnel = open_count::tunnels().hold();
     tokio::spawn(async move {
         let _tunnel = tunnel;
         let (client, upstream_io) = match tokio::join!(client, upstream_side) {

@@ -11,25 +11,25 @@ mod io;
 mod proxy_protocol;
 pub mod tls;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use bind::{bind_all, BoundListener};
 pub use connection::ConnectionSettings;
 pub use error::ServerError;
 
-use crate::types::{tunnels, ConnectionInfo, GatewayService};
+use crate::types::open_count::{self, OpenCount};
+use crate::types::{ConnectionInfo, GatewayService};
 
 /// The listeners of one worker, accepting and serving connections.
 pub struct Listeners {
     stop: watch::Sender<bool>,
     accept_loops: Vec<JoinHandle<()>>,
-    connections: Arc<ConnectionCount>,
+    connections: Arc<OpenCount>,
 }
 
 impl Listeners {
@@ -41,7 +41,7 @@ impl Listeners {
         settings: ConnectionSettings,
     ) -> Result<Self, ServerError> {
         let (stop, stop_rx) = watch::channel(false);
-        let connections = Arc::new(ConnectionCount::default());
+        let connections = Arc::new(OpenCount::default());
         let mut accept_loops = Vec::new();
         for listener in listeners {
             bind::listen(&listener, settings.backlog()).map_err(|source| ServerError::Bind {
@@ -72,7 +72,7 @@ impl Listeners {
     /// their requests and close.
     pub async fn drain(self, graceful_timeout: Duration) {
         tracing::info!(
-            open_connections = self.connections.open(),
+            open_connections = self.connections.count(),
             "stopping: no new connections; draining for up to {graceful_timeout:?}"
         );
         let _ = self.stop.send(true);
@@ -85,20 +85,20 @@ impl Listeners {
         // counts them once upgraded.
         let all_closed = async {
             self.connections.all_closed().await;
-            if tunnels::count() > 0 {
+            if open_count::tunnels().count() > 0 {
                 tracing::info!(
-                    open_tunnels = tunnels::count(),
+                    open_tunnels = open_count::tunnels().count(),
                     "waiting for upgraded connections (WebSockets) to close"
                 );
             }
-            tunnels::all_closed().await;
+            open_count::tunnels().all_closed().await;
         };
         let drained = tokio::time::timeout(graceful_timeout, all_closed).await;
         match drained {
             Ok(()) => tracing::info!("all connections closed; exiting"),
             Err(_) => tracing::warn!(
-                open_connections = self.connections.open(),
-                open_tunnels = tunnels::count(),
+                open_connections = self.connections.count(),
+                open_tunnels = open_count::tunnels().count(),
                 "graceful_timeout reached; closing the remaining connections"
             ),
         }
@@ -144,7 +144,7 @@ async fn accept_loop(
     service: GatewayService,
     settings: ConnectionSettings,
     mut stop: watch::Receiver<bool>,
-    connections: Arc<ConnectionCount>,
+    connections: Arc<OpenCount>,
 ) {
     let local = match &listener {
         Listener::Tcp(tcp) | Listener::Tls(tcp, _) => tcp.local_addr().ok(),
@@ -176,7 +176,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let open = connections.opened();
+        let open = connections.hold();
         let (service, settings, stop) = (service.clone(), settings.clone(), stop.clone());
         tokio::spawn(async move {
             let Some((stream, info)) = settings.proxy_header(stream, info).await else {
@@ -244,44 +244,6 @@ async fn accept(
         Listener::Unix(unix) => {
             let (stream, _) = unix.accept().await?;
             Ok((Accepted::Unix(stream), info))
-        }
-    }
-}
-
-/// Counts open connections so shutdown can wait for them.
-#[derive(Default)]
-struct ConnectionCount {
-    open: AtomicUsize,
-    closed: Notify,
-}
-
-impl ConnectionCount {
-    fn opened(self: &Arc<Self>) -> ConnectionGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        ConnectionGuard(self.clone())
-    }
-
-    fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    async fn all_closed(&self) {
-        loop {
-            let notified = self.closed.notified();
-            if self.open() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-struct ConnectionGuard(Arc<ConnectionCount>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.closed.notify_waiters();
         }
     }
 }

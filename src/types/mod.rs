@@ -12,7 +12,7 @@ use http::{Request, Response};
 use tower::util::BoxCloneService;
 
 pub mod http_syntax;
-pub mod tunnels;
+pub mod open_count;
 
 pub use gateway_middleware::error_response;
 pub use gateway_middleware::{AuthenticatedUser, ConnectionInfo, TraceIds};
