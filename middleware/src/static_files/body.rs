@@ -108,35 +108,32 @@ impl http_body::Body for FileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum_core::Error>>> {
         let this = self.get_mut();
-        if let Some(reading) = this.reading.as_mut() {
-            let result = std::task::ready!(Pin::new(reading).poll(cx));
-            this.reading = None;
-            let read = result.unwrap_or_else(|join| Err(io::Error::other(join)));
-            let frame = this.deliver(read);
-            // The file is cold: read the next chunk from the disk while hyper writes
-            // this one.
-            if this.delivered < this.end && matches!(frame, Poll::Ready(Some(Ok(_)))) {
-                this.read_on_pool();
+        loop {
+            if let Some(reading) = this.reading.as_mut() {
+                let result = std::task::ready!(Pin::new(reading).poll(cx));
+                this.reading = None;
+                let read = result.unwrap_or_else(|join| Err(io::Error::other(join)));
+                let frame = this.deliver(read);
+                // The file is cold: read the next chunk from the disk while hyper writes
+                // this one.
+                if this.delivered < this.end && matches!(frame, Poll::Ready(Some(Ok(_)))) {
+                    this.read_on_pool();
+                }
+                return frame;
             }
-            return frame;
-        }
-        if this.delivered >= this.end {
-            return Poll::Ready(None);
-        }
-        if this.inline {
-            match read_cached_at(&this.file, this.delivered, this.chunk_at(this.delivered)) {
-                Ok(CachedRead::Read(chunk)) => return this.deliver(Ok(chunk)),
-                Ok(CachedRead::WouldBlock) => {}
-                Ok(CachedRead::Unsupported) => this.inline = false,
-                Err(error) => return this.deliver(Err(error)),
+            if this.delivered >= this.end {
+                return Poll::Ready(None);
             }
+            if this.inline {
+                match read_cached_at(&this.file, this.delivered, this.chunk_at(this.delivered)) {
+                    Ok(CachedRead::Read(chunk)) => return this.deliver(Ok(chunk)),
+                    Ok(CachedRead::WouldBlock) => {}
+                    Ok(CachedRead::Unsupported) => this.inline = false,
+                    Err(error) => return this.deliver(Err(error)),
+                }
+            }
+            this.read_on_pool();
         }
-        this.read_on_pool();
-        let reading = this.reading.as_mut().expect("a read was just started");
-        let result = std::task::ready!(Pin::new(reading).poll(cx));
-        this.reading = None;
-        let read = result.unwrap_or_else(|join| Err(io::Error::other(join)));
-        this.deliver(read)
     }
 
     fn is_end_stream(&self) -> bool {
