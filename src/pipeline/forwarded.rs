@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::TrustedProxies;
 use crate::types::ConnectionInfo;
@@ -17,7 +17,7 @@ use crate::types::ConnectionInfo;
 /// Apply the forwarding headers of a trusted peer to the request's [`ConnectionInfo`]
 /// (set by the server for every request) and its `Host`.
 pub(super) fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::Request<B>) {
-    if proxies.is_empty() {
+    if proxies.is_empty() || !carries_forwarding(request.headers()) {
         return;
     }
     let Some(mut info) = request.extensions().get::<ConnectionInfo>().copied() else {
@@ -25,6 +25,20 @@ pub(super) fn apply_to_request<B>(proxies: &TrustedProxies, request: &mut http::
     };
     apply(proxies, &mut info, request.headers_mut());
     request.extensions_mut().insert(info);
+}
+
+/// The fields a proxy uses to describe the client's request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether the request carries any field [`apply`] reads: most requests carry none, and
+/// then there is nothing to look up, parse or store again.
+fn carries_forwarding(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::FORWARDED)
+        || headers.contains_key(&X_FORWARDED_FOR)
+        || headers.contains_key(&X_FORWARDED_PROTO)
+        || headers.contains_key(&X_FORWARDED_HOST)
 }
 
 /// If the peer is trusted, apply its forwarding headers to `info` and the `Host`
@@ -114,7 +128,7 @@ fn forwarded(headers: &HeaderMap) -> Option<Facts> {
 
 /// `X-Forwarded-For`, `-Proto` and `-Host`.
 fn x_forwarded(headers: &HeaderMap) -> Facts {
-    let last = |name: &str| -> Option<String> {
+    let last = |name: &HeaderName| -> Option<String> {
         headers
             .get_all(name)
             .iter()
@@ -126,15 +140,15 @@ fn x_forwarded(headers: &HeaderMap) -> Facts {
     };
     Facts {
         chain: headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
             .collect(),
-        proto: last("x-forwarded-proto"),
-        host: last("x-forwarded-host"),
+        proto: last(&X_FORWARDED_PROTO),
+        host: last(&X_FORWARDED_HOST),
     }
 }
 
