@@ -561,6 +561,56 @@ fn a_get_lost_on_a_pooled_connection_goes_again_on_a_fresh_one() {
     assert_eq!(gateway.get("/still").status, 200);
 }
 
+/// Sockets to `peer` in CLOSE_WAIT (the peer closed, this side did not), from
+/// /proc/net/tcp: local and remote addresses as `0100007F:1F90`, state `08`.
+fn close_wait_to(peer: SocketAddr) -> usize {
+    let SocketAddr::V4(peer) = peer else {
+        panic!("an IPv4 upstream")
+    };
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(peer.ip().octets()),
+        peer.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+/// A pooled connection the upstream closes while it is idle (its keep-alive timeout
+/// ran out) is closed by the gateway within about a second, as nginx does at once,
+/// not left in CLOSE_WAIT until `idle_timeout` (60 s) or the next checkout.
+#[test]
+fn an_idle_connection_the_upstream_closes_is_closed_soon() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    assert_eq!(gateway.get("/then-close").status, 200);
+    assert_eq!(api.connections.load(Ordering::Relaxed), 1);
+    // The upstream closes 300 ms after its answer; the pool looks every second.
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while close_wait_to(api.addr) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed upstream connection is still in CLOSE_WAIT\n{}",
+            gateway.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next request goes on a fresh connection.
+    assert_eq!(upstream_json(&gateway.get("/next"))["target"], "/next");
+    assert_eq!(api.connections.load(Ordering::Relaxed), 2);
+}
+
 /// A WebSocket open when the gateway is told to stop keeps working while the worker
 /// drains (up to `server.graceful_timeout`), as with nginx: the worker waits for it to
 /// close, then exits cleanly.

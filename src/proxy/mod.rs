@@ -194,34 +194,41 @@ impl Candidate for Arc<Server> {
     }
 }
 
-/// The upstream's background task: reap idle connections, run active checks; ends when
-/// the worker drops the upstream.
+/// How often idle pooled connections are looked at. One the server closed meanwhile
+/// is closed here within this, instead of sitting in CLOSE_WAIT (holding a descriptor)
+/// until the next checkout finds it; nginx sees such a close at once.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// The upstream's background task: reap idle connections every [`REAP_EVERY`], run
+/// active checks every `health.interval`; ends when the worker drops the upstream.
 async fn background(upstream: Weak<Upstream>) {
-    let (interval, checks) = match upstream.upgrade() {
+    let check_every = match upstream.upgrade() {
         Some(upstream) => {
             let health = &upstream.config.health;
-            let reap = (upstream.config.idle_timeout / 2).max(Duration::from_secs(1));
-            match &health.path {
-                Some(_) => (health.interval.min(reap), true),
-                None => (reap, false),
-            }
+            health.path.as_ref().map(|_| health.interval)
         }
         None => return,
     };
+    let tick = check_every.map_or(REAP_EVERY, |every| every.min(REAP_EVERY));
     let mut streaks: Vec<health::Streak> = Vec::new();
-    let mut ticks = tokio::time::interval(interval);
+    let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_check = tokio::time::Instant::now();
     loop {
-        ticks.tick().await;
+        let now = ticks.tick().await;
         let Some(upstream) = upstream.upgrade() else {
             return;
         };
         for server in &upstream.servers {
             server.pool.reap();
         }
-        if !checks {
+        let Some(every) = check_every else {
+            continue;
+        };
+        if now < next_check {
             continue;
         }
+        next_check = now + every;
         if streaks.is_empty() {
             streaks = upstream
                 .servers

@@ -6,8 +6,8 @@
 //! future for the response head, then the response body) drives it, as nginx's event
 //! loop handles the upstream socket of the request it serves. That saves a task, a
 //! channel hand-off each way and a wake-up per request. An idle connection is driven
-//! by nobody; checking it out drives it once, which finds a connection the server
-//! closed meanwhile.
+//! by nobody: checking it out drives it once, and so does the reaper every second,
+//! which finds a connection the server closed meanwhile.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -166,8 +166,8 @@ impl Pool {
         });
     }
 
-    /// Close connections idle past `idle_timeout` (called now and then by the upstream's
-    /// background task, so an idle pool does not hold sockets open forever).
+    /// Close connections idle past `idle_timeout` or closed by the server (called every
+    /// second by the upstream's background task, so the pool holds no dead sockets).
     pub(crate) fn reap(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain_mut(|entry| {

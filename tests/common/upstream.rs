@@ -210,6 +210,12 @@ fn serve(stream: TcpStream, shared: Shared) {
             }
             _ => respond(&head, &path, &mut reader, &mut writer, &shared),
         };
+        if path == "/then-close" {
+            // Answered as kept alive, then closed while idle: a server whose keep-alive
+            // timeout ran out (gunicorn's is 2 s).
+            std::thread::sleep(Duration::from_millis(300));
+            return;
+        }
         if !keep {
             return;
         }
