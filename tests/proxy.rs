@@ -561,6 +561,43 @@ fn a_get_lost_on_a_pooled_connection_goes_again_on_a_fresh_one() {
     assert_eq!(gateway.get("/still").status, 200);
 }
 
+/// A redirect to the server's own address comes back as a path on the gateway, the
+/// stripped prefix put back (nginx's `proxy_redirect default`); other hosts are left
+/// alone, and `rewrite_location = false` passes it on as sent.
+#[test]
+fn a_redirect_to_the_servers_own_address_becomes_a_path_here() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{addr}\"]\nhost = \"upstream\"\nstrip_prefix = \"/api\"\n\
+         [upstream.raw]\nservers = [\"{addr}\"]\nhost = \"upstream\"\nstrip_prefix = \"/raw\"\n\
+         rewrite_location = false\n\
+         [[route]]\npath = \"/api\"\nproxy = \"api\"\n[[route]]\npath = \"/raw\"\nproxy = \"raw\"\n",
+        addr = api.addr
+    ));
+    let response = gateway.get("/api/redirect-self");
+    assert_eq!(response.status, 302, "{response:?}");
+    assert_eq!(
+        response.header("location"),
+        Some("/api/landing?from=redirect"),
+        "{response:?}"
+    );
+    // Only Location, as nginx: Content-Location is the server's own business.
+    assert_eq!(
+        response.header("content-location"),
+        Some(format!("http://{}/x", api.addr).as_str())
+    );
+    let response = gateway.get("/api/redirect-away");
+    assert_eq!(
+        response.header("location"),
+        Some("http://example.com/landing")
+    );
+    let response = gateway.get("/raw/redirect-self");
+    assert_eq!(
+        response.header("location"),
+        Some(format!("http://{}/landing?from=redirect", api.addr).as_str())
+    );
+}
+
 /// Sockets to `peer` in CLOSE_WAIT (the peer closed, this side did not), from
 /// /proc/net/tcp: local and remote addresses as `0100007F:1F90`, state `08`.
 fn close_wait_to(peer: SocketAddr) -> usize {

@@ -58,6 +58,11 @@ pub struct UpstreamConfig {
     /// A path prefix removed before the request goes upstream (`"/api"`: `/api/users`
     /// becomes `/users`); the removed prefix is sent as `X-Forwarded-Prefix`.
     pub strip_prefix: Option<String>,
+    /// Rewrite a `Location` that points at the server's own address (or the fixed
+    /// `host`), as nginx's `proxy_redirect default` does: `http://10.0.0.5:9001/users/1`
+    /// becomes `/api/users/1` (with `strip_prefix = "/api"`), a path the client can
+    /// follow. `false` passes `Location` on unchanged (`proxy_redirect off`).
+    pub rewrite_location: bool,
     /// Passive and active health checks.
     pub health: HealthConfig,
     /// TLS to `https` servers.
@@ -79,6 +84,7 @@ impl Default for UpstreamConfig {
             host: HostPolicy::Client,
             forwarded: ForwardedStyle::XForwarded,
             strip_prefix: None,
+            rewrite_location: true,
             health: HealthConfig::default(),
             tls: UpstreamTls::default(),
         }

@@ -683,6 +683,19 @@ fn respond(
         return bad_gateway();
     }
     headers::remove_hop_by_hop(response.headers_mut());
+    if upstream.config.rewrite_location {
+        let fixed_host = match &upstream.config.host {
+            HostPolicy::Fixed(value) => value.to_str().ok(),
+            _ => None,
+        };
+        let own = [server.authority.as_str(), fixed_host.unwrap_or("")];
+        let own = &own[..if fixed_host.is_some() { 2 } else { 1 }];
+        headers::rewrite_location(
+            response.headers_mut(),
+            own,
+            upstream.strip_prefix.as_deref(),
+        );
+    }
     let release = conn.map(|conn| Release {
         conn,
         server: server.clone(),

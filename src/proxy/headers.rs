@@ -162,6 +162,60 @@ pub(crate) fn upstream_head(
     PathAndQuery::try_from(target).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
+/// nginx's `proxy_redirect default`: a `Location` that names one of `own` (the
+/// server's address, or the fixed `Host` sent to it) as its authority becomes a path on
+/// the gateway, `prefix` (the stripped one) put back: `http://10.0.0.5:9001/users/1?a`
+/// becomes `/api/users/1?a`. The client could not reach the server's own address; a
+/// `Location` naming any other host, or a relative one, is left alone.
+pub(crate) fn rewrite_location(headers: &mut HeaderMap, own: &[&str], prefix: Option<&str>) {
+    let Some(location) = headers.get(header::LOCATION) else {
+        return;
+    };
+    let Ok(location) = location.to_str() else {
+        return;
+    };
+    let Some(path) = path_on_own_authority(location, own) else {
+        return;
+    };
+    let prefix = prefix.map_or("", |p| p.trim_end_matches('/'));
+    let path = match path.chars().next() {
+        Some('/') => path.to_owned(),
+        _ => format!("/{path}"),
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("{prefix}{path}")) {
+        headers.insert(header::LOCATION, value);
+    }
+}
+
+/// What follows the authority of an absolute `http`/`https` URL whose authority is one
+/// of `own` (compared without case and without the scheme's default port).
+fn path_on_own_authority<'a>(location: &'a str, own: &[&str]) -> Option<&'a str> {
+    let scheme_end = location.find("://")?;
+    let default_port = match location[..scheme_end].to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    let rest = &location[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = without_port(&rest[..authority_end], default_port);
+    own.iter()
+        .any(|name| without_port(name, default_port).eq_ignore_ascii_case(authority))
+        .then_some(&rest[authority_end..])
+}
+
+/// `authority` without a trailing `port` (`:80`), compared without case.
+fn without_port<'s>(authority: &'s str, port: &str) -> &'s str {
+    match authority.len().checked_sub(port.len()) {
+        Some(cut)
+            if authority.is_char_boundary(cut) && authority[cut..].eq_ignore_ascii_case(port) =>
+        {
+            &authority[..cut]
+        }
+        _ => authority,
+    }
+}
+
 /// The path sent upstream and the prefix stripped from it, if any.
 fn target_path<'a>(
     path: &'a str,
@@ -263,6 +317,34 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn a_location_on_the_servers_own_address_becomes_a_path_here() {
+        let rewritten = |location: &str, prefix: Option<&str>| {
+            let mut map = headers(&[("location", location)]);
+            rewrite_location(&mut map, &["10.0.0.5:9001", "api.internal"], prefix);
+            map[header::LOCATION].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            rewritten("http://10.0.0.5:9001/users/1?a=b", Some("/api")),
+            "/api/users/1?a=b"
+        );
+        assert_eq!(rewritten("http://10.0.0.5:9001", Some("/api/")), "/api/");
+        assert_eq!(rewritten("HTTP://10.0.0.5:9001?x#top", None), "/?x#top");
+        assert_eq!(rewritten("https://API.internal:443/a#f", None), "/a#f");
+        assert_eq!(rewritten("http://api.internal:80/", Some("/api")), "/api/");
+        // Other hosts, other ports, relative references and other schemes stay.
+        for kept in [
+            "http://10.0.0.5:9002/users",
+            "https://example.com/10.0.0.5:9001/",
+            "/users/1",
+            "users/1",
+            "ftp://10.0.0.5:9001/x",
+            "http://api.internal.evil/x",
+        ] {
+            assert_eq!(rewritten(kept, Some("/api")), kept);
+        }
     }
 
     #[test]

@@ -378,6 +378,22 @@ fn respond(
             let status = if shared.healthy.load(Ordering::Relaxed) { 200 } else { 503 };
             write(writer, status, "", b"health") && !close
         }
+        "/redirect-self" => {
+            // A redirect to this server's own address, as an app that builds absolute
+            // URLs from Host would send when it is given the server's host:port; and
+            // one to another host.
+            let own = writer.local_addr().unwrap();
+            let extra = format!(
+                "Location: http://{own}/landing?from=redirect\r\nContent-Location: http://{own}/x\r\n"
+            );
+            write(writer, 302, &extra, b"") && !close
+        }
+        "/redirect-away" => write(
+            writer,
+            302,
+            "Location: http://example.com/landing\r\n",
+            b"",
+        ) && !close,
         "/hop" => write(
             writer,
             200,
