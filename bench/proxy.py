@@ -14,6 +14,11 @@ They are loaded in turn with the same `wrk -t1` on loopback for several alternat
 rounds; the script prints req/s, p99, server CPU per request (each proxy's process
 tree, not the upstream's) and RSS, and the gateway's median ratios against nginx.
 
+`--direct` is the baseline without a proxy: each server answers the same 13 bytes
+itself (the gateway from a `respond` route, nginx from `return 200`). The ratio of the
+proxied run over this one tells how much of the gap is the proxy and how much the
+server that receives the request.
+
 `--stream` instead sends 1 GiB up (to an upstream location that discards it) and 1 GiB
 down (a sparse file) through each proxy and prints the time and each proxy's peak RSS:
 bodies stream, so the peak stays flat.
@@ -91,12 +96,16 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def servers(folder, upstream):
-    """name -> function of the port that returns the argv."""
+def servers(folder, upstream, direct=False):
+    """name -> function of the port that returns the argv; with `direct`, each answers
+    the upstream's 13 bytes itself instead of proxying."""
     def gateway(port):
         conf = os.path.join(folder, f"gateway-{port}.toml")
         with open(conf, "w") as f:
-            f.write(f"""[limits]
+            if direct:
+                f.write('[[route]]\nrespond = { body = "Hello, World!" }\n')
+            else:
+                f.write(f"""[limits]
 max_body_size = "2GiB"
 [upstream.bench]
 servers = ["127.0.0.1:{upstream}"]
@@ -108,6 +117,11 @@ proxy = "bench"
                 "--workers", "1"]
 
     def nginx(port):
+        if direct:
+            return nginx_conf(folder, "direct", port, f"""    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "Hello, World!"; }}
+    }}""")
         return nginx_conf(folder, "proxy", port, f"""    upstream bench {{
         server 127.0.0.1:{upstream};
         keepalive 64;
@@ -185,6 +199,8 @@ def open_zeros(size):
 def options(parser):
     parser.add_argument("--stream", action="store_true",
                         help="1 GiB up and down instead of the throughput rounds")
+    parser.add_argument("--direct", action="store_true",
+                        help="baseline: each server answers the 13 bytes itself")
     parser.add_argument("--gib", type=float, default=1.0, help="size for --stream, in GiB")
 
 
@@ -196,7 +212,7 @@ def main():
     folder = tempfile.mkdtemp(prefix="proxy-bench-")
     upstream, upstream_port = start_upstream(folder)
     try:
-        chosen = only(servers(folder, upstream_port), args.only)
+        chosen = only(servers(folder, upstream_port, args.direct), args.only)
         if args.stream:
             stream(chosen, args.gib)
         else:
