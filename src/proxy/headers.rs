@@ -178,6 +178,12 @@ pub(crate) fn rewrite_location(headers: &mut HeaderMap, own: &[&str], prefix: Op
         return;
     };
     let prefix = prefix.map_or("", |p| p.trim_end_matches('/'));
+    if prefix.is_empty() && names_another_host(path) {
+        // `http://server//evil.example/x` names the server; `//evil.example/x` alone
+        // would name another host (browsers also read `/\` so, and drop tabs and line
+        // breaks first). Left as it is.
+        return;
+    }
     let path = match path.chars().next() {
         Some('/') => path.to_owned(),
         _ => format!("/{path}"),
@@ -185,6 +191,19 @@ pub(crate) fn rewrite_location(headers: &mut HeaderMap, own: &[&str], prefix: Op
     if let Ok(value) = HeaderValue::from_str(&format!("{prefix}{path}")) {
         headers.insert(header::LOCATION, value);
     }
+}
+
+/// A reference a browser would resolve to another host: `//host`, `/\\host`, with tabs
+/// and line breaks ignored.
+fn names_another_host(reference: &str) -> bool {
+    let mut start = reference
+        .bytes()
+        .filter(|b| !matches!(b, b'\t' | b'\r' | b'\n'))
+        .take(2);
+    matches!(
+        (start.next(), start.next()),
+        (Some(b'/' | b'\\'), Some(b'/' | b'\\'))
+    )
 }
 
 /// What follows the authority of an absolute `http`/`https` URL whose authority is one
@@ -334,6 +353,19 @@ mod tests {
         assert_eq!(rewritten("HTTP://10.0.0.5:9001?x#top", None), "/?x#top");
         assert_eq!(rewritten("https://API.internal:443/a#f", None), "/a#f");
         assert_eq!(rewritten("http://api.internal:80/", Some("/api")), "/api/");
+        // A path that a browser reads as another host is not cut loose from the
+        // server's address; under a prefix it stays a path here.
+        for kept in [
+            "http://10.0.0.5:9001//evil.example/x",
+            "http://10.0.0.5:9001/\\evil.example/x",
+            "http://10.0.0.5:9001/\t/evil.example/x",
+        ] {
+            assert_eq!(rewritten(kept, None), kept);
+        }
+        assert_eq!(
+            rewritten("http://10.0.0.5:9001//evil.example/x", Some("/api")),
+            "/api//evil.example/x"
+        );
         // Other hosts, other ports, relative references and other schemes stay.
         for kept in [
             "http://10.0.0.5:9002/users",
