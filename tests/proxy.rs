@@ -598,6 +598,98 @@ fn a_redirect_to_the_servers_own_address_becomes_a_path_here() {
     );
 }
 
+/// Responses are framed as RFC 9112 has them: chunked (extensions and trailers read
+/// past), until the server closes, after an interim 103; the connection is pooled
+/// after each response that ends cleanly. A response that a lenient client and a
+/// strict one could frame differently (both `Content-Length` and
+/// `Transfer-Encoding`, a coding other than `chunked`) is 502, and a malformed chunk
+/// cuts the response; each is logged and the gateway serves on.
+#[test]
+fn responses_are_framed_strictly_and_pooled_only_when_clean() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    let chunked = gateway.get("/chunked");
+    assert_eq!(chunked.status, 200, "{chunked:?}");
+    assert_eq!(chunked.body, b"hello, world");
+    assert!(chunked.complete);
+    let early = gateway.get("/early-hints");
+    assert_eq!((early.status, early.body.as_slice()), (200, &b"final"[..]));
+    assert_eq!(
+        api.connections.load(Ordering::Relaxed),
+        1,
+        "one pooled connection"
+    );
+
+    let until = gateway.get("/until-close");
+    assert_eq!(until.body, b"until the end");
+    assert!(until.complete, "{until:?}");
+    assert_eq!(upstream_json(&gateway.get("/after"))["target"], "/after");
+    assert_eq!(
+        api.connections.load(Ordering::Relaxed),
+        2,
+        "not pooled after it"
+    );
+
+    for path in ["/cl-and-te", "/te-gzip"] {
+        let refused = gateway.get(path);
+        assert_eq!(refused.status, 502, "{path}: {refused:?}");
+    }
+    gateway.wait_for_log(
+        "GET /cl-and-te malformed response: both Content-Length and Transfer-Encoding: 502",
+    );
+    gateway.wait_for_log("unsupported Transfer-Encoding \"gzip, chunked\": 502");
+
+    let mut stream = gateway.connect();
+    stream
+        .write_all(b"GET /bad-chunk HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        .unwrap();
+    let mut cut = Vec::new();
+    let _ = stream.read_to_end(&mut cut);
+    let cut = String::from_utf8_lossy(&cut);
+    // The head may or may not have gone out before the bad chunk was read; the
+    // response never ends as a whole one would.
+    assert!(
+        !cut.contains("0\r\n\r\n") && !cut.contains("content-length"),
+        "a cut body must not end cleanly: {cut:?}"
+    );
+    gateway.wait_for_log("response body: invalid chunk size");
+    assert_eq!(upstream_json(&gateway.get("/still"))["target"], "/still");
+}
+
+/// No connection is pooled after a response that could leave it out of step: one to
+/// a HEAD (a server that sends a body to a HEAD a moment late would answer the next
+/// request with it), or one over HTTP/1.0 (a chunked upload would then go out as a
+/// request without a body).
+#[test]
+fn no_connection_is_pooled_after_a_head_or_an_http_1_0_response() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    for round in 0..5 {
+        let head = gateway.request("HEAD", "/head-body-later", &[], b"");
+        assert_eq!(head.status, 200, "{head:?}");
+        let next = gateway.get(&format!("/next{round}"));
+        assert_eq!(upstream_json(&next)["target"], format!("/next{round}"));
+    }
+
+    assert_eq!(gateway.get("/http10").status, 200);
+    let mut stream = gateway.connect();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\
+              Transfer-Encoding: chunked\r\n\r\n7\r\nPAYLOAD\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let upload = read_response(&mut BufReader::new(stream), false).expect("a response");
+    let echo = upstream_json(&upload);
+    assert_eq!(echo["body"], "PAYLOAD", "{echo}");
+}
+
 /// Sockets to `peer` in CLOSE_WAIT (the peer closed, this side did not), from
 /// /proc/net/tcp: local and remote addresses as `0100007F:1F90`, state `08`.
 fn close_wait_to(peer: SocketAddr) -> usize {

@@ -32,6 +32,50 @@ pub(crate) enum BodyError {
     /// No body bytes for `read_timeout`.
     #[error("upstream {server}: no response body bytes for {timeout:?}")]
     Stalled { server: String, timeout: Duration },
+    /// The body broke its framing (a malformed chunk, the connection closed short).
+    #[error("upstream {server}: response body: {what}")]
+    Framing { server: String, what: String },
+}
+
+/// The `read_timeout` between two pieces of a response body: armed when the body
+/// waits for the upstream, disarmed by progress.
+pub(crate) struct Stall {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Stall {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Bytes came: the next wait starts a new `timeout`.
+    pub(crate) fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called when the body must wait: true once it has waited `timeout` since the last
+    /// progress (and `cx` is woken then otherwise).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.armed {
+            sleep.as_mut().reset(Instant::now() + timeout);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
 }
 
 /// The HTTP/1.1 connection a response came on: driven while its body is read, and
@@ -45,7 +89,9 @@ impl Release {
     /// The response has ended: pool the connection if it is ready for the next request
     /// (at once, nearly always).
     pub(crate) fn finish(self) {
-        self.server.pool.checkin(self.conn);
+        if let Some(raw) = self.conn.into_raw() {
+            self.server.pool.checkin(raw);
+        }
     }
 }
 
@@ -54,10 +100,7 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     release: Option<Release>,
     server: Arc<Server>,
-    read_timeout: Duration,
-    /// Armed while waiting for the upstream.
-    stall: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    stall: Stall,
     /// Held until the body is done: the in-flight count and the attempt's span.
     _guard: Box<dyn Send + Sync>,
 }
@@ -74,9 +117,7 @@ impl UpstreamBody {
             inner,
             release,
             server,
-            read_timeout,
-            stall: None,
-            armed: false,
+            stall: Stall::new(read_timeout),
             _guard: guard,
         }
     }
@@ -104,9 +145,10 @@ impl http_body::Body for UpstreamBody {
         }
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
-                // hyper stops polling a body once its length is sent: release now.
-                if this.inner.is_end_stream() {
+                this.stall.progress();
+                // hyper stops polling a body once its length is sent, or after its
+                // trailers: release now.
+                if this.inner.is_end_stream() || frame.is_trailers() {
                     if let Some(release) = this.release.take() {
                         release.finish();
                     }
@@ -129,19 +171,11 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let timeout = this.read_timeout;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if !this.armed {
-                    stall.as_mut().reset(Instant::now() + timeout);
-                    this.armed = true;
-                }
-                if stall.as_mut().poll(cx).is_ready() {
+                if this.stall.poll_expired(cx) {
                     this.release = None;
                     let error = BodyError::Stalled {
                         server: this.server.label.clone(),
-                        timeout: this.read_timeout,
+                        timeout: this.stall.timeout(),
                     };
                     tracing::warn!(upstream = %this.server.upstream, "{error}: response cut");
                     return Poll::Ready(Some(Err(error)));

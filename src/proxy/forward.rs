@@ -18,7 +18,7 @@ use gateway_middleware::UpstreamInfo;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http2, TrySendError};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry::propagation::Injector;
@@ -29,9 +29,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::balance::Tried;
 use super::body::{Progress, ProgressBody, Release, UpstreamBody};
 use super::connect::{self, ConnectError};
+use super::h1;
 use super::headers::{self, RequestRewrite};
 use super::health::{now_ms, Verdict};
-use super::pool::{Conn, Http1Conn};
+use super::pool::{Conn, Http1Conn, RawConn};
 use super::{bad_gateway, is_idempotent, Server, Upstream};
 use crate::config::{HostPolicy, ServerAddress};
 use crate::metrics::UpstreamOutcome;
@@ -69,6 +70,9 @@ impl Service<Request<Body>> for Proxy {
     }
 }
 
+/// What went wrong below an attempt: hyper's error or the `h1` client's.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -78,19 +82,19 @@ enum Failure {
     /// The connection ended before any response byte: the server may have acted on
     /// the request.
     #[error("connection closed before the response head: {0}")]
-    Reset(hyper::Error),
+    Reset(Cause),
     /// No response head within `read_timeout`.
     #[error("no response head within {0:?}")]
     Timeout(Duration),
     /// The connection closed before it took the request (nothing was sent).
     #[error("connection closed before the request was sent: {0}")]
-    Unsent(hyper::Error),
+    Unsent(Cause),
     /// The client's request body made no progress for `read_timeout`.
     #[error("the client's request body stalled for {0:?}")]
     ClientStalled(Duration),
     /// The response could not be parsed.
     #[error("malformed response: {0}")]
-    Malformed(hyper::Error),
+    Malformed(Cause),
     /// The client's request body failed (the client left or sent a malformed chunk).
     #[error("the client's request body failed: {0}")]
     ClientBody(hyper::Error),
@@ -220,7 +224,7 @@ async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Response<Bo
         let elapsed = attempt_started.elapsed();
         match result {
             Ok(sent) => {
-                let status = sent.response.status();
+                let status = sent.status();
                 record_status(&span, status);
                 if let Some(meter) = &server.meter {
                     meter.attempt_finished(UpstreamOutcome::Status(status.as_u16()), Some(elapsed));
@@ -243,8 +247,8 @@ async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Response<Bo
                     sent,
                     outgoing.upgrade.take(),
                     info,
-                    in_flight,
-                    span,
+                    (in_flight, span),
+                    outgoing.method == Method::HEAD,
                 );
             }
             Err(failure) => {
@@ -367,9 +371,18 @@ async fn attempt(
     span: &tracing::Span,
 ) -> Result<Sent, Failure> {
     let upgrade = outgoing.upgrade.is_some();
-    let (mut conn, mut reused) = connection(upstream, server, upgrade, false)
+    let (conn, mut reused) = connection(upstream, server, upgrade, false)
         .await
         .map_err(Failure::Connect)?;
+    let bodiless = body_slot
+        .as_ref()
+        .is_none_or(http_body::Body::is_end_stream);
+    let mut conn = match conn {
+        Conn::Raw(raw) if bodiless => {
+            return exchange(upstream, server, outgoing, raw, reused, replayable, span).await;
+        }
+        other => in_hyper(other).await.map_err(Failure::Connect)?,
+    };
     let headers = if may_retry || replayable {
         outgoing.headers.clone()
     } else {
@@ -389,6 +402,13 @@ async fn attempt(
         let sent = within(read_timeout, progress.as_deref(), send(conn, request)).await;
         match sent {
             Err(failure) => return Err(failure),
+            Ok(Ok(Sent::Hyper { response, conn })) => {
+                // The same strictness as `h1` (hyper would decode these its own way).
+                let head_request = outgoing.method == Method::HEAD;
+                h1::check_framing(response.status(), response.headers(), head_request)
+                    .map_err(|error| Failure::Malformed(Box::new(error)))?;
+                return Ok(Sent::Hyper { response, conn });
+            }
             Ok(Ok(sent)) => return Ok(sent),
             Ok(Err(mut error)) => {
                 let unsent = error.take_message();
@@ -402,7 +422,7 @@ async fn attempt(
                     }
                     Some(returned) => {
                         *body_slot = Some(returned.into_body());
-                        return Err(Failure::Unsent(error));
+                        return Err(Failure::Unsent(Box::new(error)));
                     }
                     None => {
                         let failure = classify(error);
@@ -423,12 +443,75 @@ async fn attempt(
                         );
                     }
                 }
-                (conn, reused) = connection(upstream, server, upgrade, true)
+                let fresh;
+                (fresh, reused) = connection(upstream, server, upgrade, true)
                     .await
                     .map_err(Failure::Connect)?;
+                conn = in_hyper(fresh).await.map_err(Failure::Connect)?;
             }
         }
     }
+}
+
+/// [`attempt`] for a request without a body on an HTTP/1.1 connection: through the
+/// `h1` client. The headers go back into `outgoing` when it fails, for the next server.
+async fn exchange(
+    upstream: &Upstream,
+    server: &Arc<Server>,
+    outgoing: &mut Outgoing,
+    mut raw: Box<RawConn>,
+    mut reused: bool,
+    replayable: bool,
+    span: &tracing::Span,
+) -> Result<Sent, Failure> {
+    let had_host = outgoing.headers.contains_key(header::HOST);
+    let headers = std::mem::take(&mut outgoing.headers);
+    let request = upstream_request(upstream, server, outgoing, headers, Body::empty(), span);
+    let read_timeout = upstream.config.read_timeout;
+    let mut replayed = false;
+    let result = loop {
+        let sent = within(
+            read_timeout,
+            None,
+            h1::exchange(
+                raw,
+                request.method(),
+                outgoing.target.as_str(),
+                request.headers(),
+                server,
+                read_timeout,
+            ),
+        )
+        .await;
+        let error = match sent {
+            Err(failure) => break Err(failure),
+            Ok(Ok(response)) => break Ok(Sent::H1(response)),
+            Ok(Err(error)) => error,
+        };
+        // A pooled connection the server had closed (the write failed: the request
+        // never left), or one it closed as the request went out: once more on a fresh
+        // connection, as `attempt` does.
+        let again =
+            reused && (error.unsent() || (error.before_response() && replayable && !replayed));
+        if !again {
+            break Err(classify_h1(error));
+        }
+        tracing::debug!(upstream = %upstream.name, server = %server.label, "pooled connection lost ({error}); sending again on a fresh one");
+        replayed |= !error.unsent();
+        match connection(upstream, server, false, true).await {
+            Ok((Conn::Raw(fresh), fresh_reused)) => (raw, reused) = (fresh, fresh_reused),
+            Ok(_) => unreachable!("a fresh HTTP/1.1 connection for a request without a body"),
+            Err(error) => break Err(Failure::Connect(error)),
+        }
+    };
+    if result.is_err() {
+        let mut headers = request.into_parts().0.headers;
+        if !had_host {
+            headers.remove(header::HOST);
+        }
+        outgoing.headers = headers;
+    }
+    result
 }
 
 /// The request for `server`, before its target is set.
@@ -484,9 +567,20 @@ fn classify(error: hyper::Error) -> Failure {
     if error.is_user() {
         Failure::ClientBody(error)
     } else if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
-        Failure::Malformed(error)
+        Failure::Malformed(Box::new(error))
     } else {
-        Failure::Reset(error)
+        Failure::Reset(Box::new(error))
+    }
+}
+
+/// The failure an `h1` exchange error is.
+fn classify_h1(error: h1::ExchangeError) -> Failure {
+    if error.unsent() {
+        Failure::Unsent(Box::new(error))
+    } else if error.is_malformed() {
+        Failure::Malformed(Box::new(error))
+    } else {
+        Failure::Reset(Box::new(error))
     }
 }
 
@@ -507,7 +601,7 @@ fn set_host(upstream: &Upstream, server: &Server, headers: &mut HeaderMap) {
 /// Origin form for HTTP/1.1; HTTP/2 needs the scheme and authority.
 fn set_target(request: &mut Request<Body>, conn: &Conn, server: &Server, target: &PathAndQuery) {
     match conn {
-        Conn::Http1(_) | Conn::Http1Task(_) => {
+        Conn::Raw(_) | Conn::Http1(_) | Conn::Http1Task(_) => {
             *request.version_mut() = Version::HTTP_11;
             *request.uri_mut() = Uri::from(target.clone());
         }
@@ -538,13 +632,40 @@ fn set_target(request: &mut Request<Body>, conn: &Conn, server: &Server, target:
 
 /// A response head and, for a pooled HTTP/1.1 connection, the connection to drive
 /// while the body is read and to pool when it ends.
-struct Sent {
-    response: Response<Incoming>,
-    conn: Option<Box<Http1Conn>>,
+/// A response head from hyper's client (and the HTTP/1.1 connection to drive while
+/// its body is read), or from the `h1` client.
+enum Sent {
+    Hyper {
+        response: Response<Incoming>,
+        conn: Option<Box<Http1Conn>>,
+    },
+    H1(Response<h1::ResponseBody>),
 }
 
+impl Sent {
+    fn status(&self) -> StatusCode {
+        match self {
+            Sent::Hyper { response, .. } => response.status(),
+            Sent::H1(response) => response.status(),
+        }
+    }
+}
+
+/// `conn` ready for hyper's client: a bare HTTP/1.1 connection is wrapped in it.
+async fn in_hyper(conn: Conn) -> Result<Conn, ConnectError> {
+    match conn {
+        Conn::Raw(raw) => Http1Conn::wrap(raw)
+            .await
+            .map(Conn::Http1)
+            .map_err(ConnectError::Handshake),
+        other => Ok(other),
+    }
+}
+
+/// Send `request` through hyper's client on `conn` (see [`in_hyper`]).
 async fn send(conn: Conn, request: Request<Body>) -> Result<Sent, TrySendError<Request<Body>>> {
     match conn {
+        Conn::Raw(_) => unreachable!("callers put bare connections in hyper first (in_hyper)"),
         Conn::Http1(mut conn) => {
             let mut response = std::pin::pin!(conn.sender.try_send_request(request));
             let mut open = true;
@@ -556,21 +677,21 @@ async fn send(conn: Conn, request: Request<Body>) -> Result<Sent, TrySendError<R
                 response.as_mut().poll(cx)
             })
             .await?;
-            Ok(Sent {
+            Ok(Sent::Hyper {
                 response,
                 conn: open.then_some(conn),
             })
         }
         Conn::Http1Task(mut sender) => {
             let response = sender.try_send_request(request).await?;
-            Ok(Sent {
+            Ok(Sent::Hyper {
                 response,
                 conn: None,
             })
         }
         Conn::Http2(mut sender) => {
             let response = sender.try_send_request(request).await?;
-            Ok(Sent {
+            Ok(Sent::Hyper {
                 response,
                 conn: None,
             })
@@ -595,9 +716,9 @@ async fn connection(
         }
         if let Some(conn) = server.pool.checkout_http1() {
             if upgrade {
-                return for_upgrade(server, conn, true);
+                return for_upgrade(server, conn, true).await;
             }
-            return Ok((Conn::Http1(conn), true));
+            return Ok((Conn::Raw(conn), true));
         }
     }
     // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that every
@@ -605,12 +726,16 @@ async fn connection(
     Box::pin(open(upstream, server, http2, upgrade, fresh)).await
 }
 
-/// An HTTP/1.1 connection for an upgrade: driven by a task of its own.
-fn for_upgrade(
+/// An HTTP/1.1 connection for an upgrade: in hyper's client, driven by a task of its
+/// own.
+async fn for_upgrade(
     server: &Server,
-    conn: Box<Http1Conn>,
+    conn: Box<RawConn>,
     reused: bool,
 ) -> Result<(Conn, bool), ConnectError> {
+    let conn = Http1Conn::wrap(conn)
+        .await
+        .map_err(ConnectError::Handshake)?;
     conn.into_task(server.label.clone())
         .map(|sender| (Conn::Http1Task(sender), reused))
         .ok_or_else(|| ConnectError::Io(std::io::Error::other("connection closed")))
@@ -651,15 +776,11 @@ async fn open(
         }
         return Ok((Conn::Http2(sender), false));
     }
-    let (sender, driver) = http1::Builder::new()
-        .handshake(io)
-        .await
-        .map_err(ConnectError::Handshake)?;
-    let conn = Box::new(Http1Conn::new(sender, driver));
+    let conn = RawConn::new(io.into_inner());
     if upgrade {
-        return for_upgrade(server, conn, false);
+        return for_upgrade(server, conn, false).await;
     }
-    Ok((Conn::Http1(conn), false))
+    Ok((Conn::Raw(conn), false))
 }
 
 /// The client's response from the upstream's: hop-by-hop fields removed, the body
@@ -670,19 +791,56 @@ fn respond(
     sent: Sent,
     client_upgrade: Option<OnUpgrade>,
     info: UpstreamInfo,
-    in_flight: InFlight,
-    span: tracing::Span,
+    held: (InFlight, tracing::Span),
+    head_request: bool,
 ) -> Response<Body> {
-    let Sent { mut response, conn } = sent;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            return switch_protocols(upstream, &server, response, client, info);
+    let (mut parts, body) = match sent {
+        Sent::Hyper { response, conn } => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client) = client_upgrade {
+                    return switch_protocols(upstream, &server, response, client, info);
+                }
+                // hyper never hands a 101 to a request that did not ask for one.
+                tracing::error!(upstream = %upstream.name, server = %server.label, "101 to a request that asked for no upgrade: 502");
+                return bad_gateway();
+            }
+            // Pooled again only after an HTTP/1.1 response to anything but a HEAD (see
+            // `h1`): hyper would send the next request's body to an HTTP/1.0 server
+            // as if it had none.
+            let reusable = response.version() == Version::HTTP_11 && !head_request;
+            let release = conn.filter(|_| reusable).map(|conn| Release {
+                conn,
+                server: server.clone(),
+            });
+            let (parts, incoming) = response.into_parts();
+            let body = if http_body::Body::is_end_stream(&incoming) {
+                if let Some(release) = release {
+                    release.finish();
+                }
+                Body::empty()
+            } else {
+                Body::new(UpstreamBody::new(
+                    incoming,
+                    release,
+                    server.clone(),
+                    upstream.config.read_timeout,
+                    Box::new(held),
+                ))
+            };
+            (parts, body)
         }
-        // hyper never hands a 101 to a request that did not ask for one.
-        tracing::error!(upstream = %upstream.name, server = %server.label, "101 to a request that asked for no upgrade: 502");
-        return bad_gateway();
-    }
-    headers::remove_hop_by_hop(response.headers_mut());
+        Sent::H1(response) => {
+            let (parts, mut body) = response.into_parts();
+            let body = if http_body::Body::is_end_stream(&body) {
+                Body::empty()
+            } else {
+                body.hold(Box::new(held));
+                Body::new(body)
+            };
+            (parts, body)
+        }
+    };
+    headers::remove_hop_by_hop(&mut parts.headers);
     if upstream.config.rewrite_location {
         let fixed_host = match &upstream.config.host {
             HostPolicy::Fixed(value) => value.to_str().ok(),
@@ -690,33 +848,8 @@ fn respond(
         };
         let own = [server.authority.as_str(), fixed_host.unwrap_or("")];
         let own = &own[..if fixed_host.is_some() { 2 } else { 1 }];
-        headers::rewrite_location(
-            response.headers_mut(),
-            own,
-            upstream.strip_prefix.as_deref(),
-        );
+        headers::rewrite_location(&mut parts.headers, own, upstream.strip_prefix.as_deref());
     }
-    let release = conn.map(|conn| Release {
-        conn,
-        server: server.clone(),
-    });
-    let (mut parts, incoming) = response.into_parts();
-    let body = if http_body::Body::is_end_stream(&incoming) {
-        if let Some(release) = release {
-            release.finish();
-        }
-        drop(incoming);
-        drop(in_flight);
-        Body::empty()
-    } else {
-        Body::new(UpstreamBody::new(
-            incoming,
-            release,
-            server,
-            upstream.config.read_timeout,
-            Box::new((in_flight, span)),
-        ))
-    };
     parts.extensions = http::Extensions::new();
     parts.extensions.insert(info);
     Response::from_parts(parts, body)
@@ -779,6 +912,7 @@ pub(super) async fn health_check(upstream: &Upstream, server: &Arc<Server>) -> (
         let (conn, _) = connection(upstream, server, false, true)
             .await
             .map_err(|e| e.to_string())?;
+        let conn = in_hyper(conn).await.map_err(|e| e.to_string())?;
         let mut request = Request::new(Body::empty());
         let target = PathAndQuery::try_from(path).map_err(|e| e.to_string())?;
         if let HostPolicy::Fixed(value) = &upstream.config.host {
@@ -789,7 +923,7 @@ pub(super) async fn health_check(upstream: &Upstream, server: &Arc<Server>) -> (
         let sent = send(conn, request)
             .await
             .map_err(|e| e.into_error().to_string())?;
-        let status = sent.response.status();
+        let status = sent.status();
         if status.is_success() || status.is_redirection() {
             Ok(())
         } else {

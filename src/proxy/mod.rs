@@ -7,8 +7,10 @@
 //! - `forward`: one request: pick a server, send, retry only where it is safe, map
 //!   failures to 502/504, hand upgrades over; a client span per attempt.
 //! - `balance`: round robin, least requests, hash. `health`: passive and active.
-//! - `pool`: connections per server (pingora's pool keyed by peer), on hyper's
-//!   connection API; `connect`: TCP, unix, TLS (`tls`).
+//! - `pool`: connections per server (pingora's pool keyed by peer); `connect`: TCP,
+//!   unix, TLS (`tls`).
+//! - `h1`: the HTTP/1.1 client for requests without a body; hyper's client takes
+//!   requests with a body, upgrades and HTTP/2.
 //! - `headers`: hop-by-hop removal, forwarding headers, Host, strip_prefix.
 //! - `body`: the response body streamed back, its connection pooled at its end.
 //!
@@ -23,6 +25,7 @@ mod balance;
 mod body;
 mod connect;
 mod forward;
+mod h1;
 mod headers;
 mod health;
 mod pool;

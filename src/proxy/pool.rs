@@ -2,12 +2,15 @@
 //! idle HTTP/1.1 connections, most recently used first, dropped past `idle_timeout`
 //! or beyond `max_idle`; and one shared HTTP/2 connection when the server speaks it.
 //!
-//! An HTTP/1.1 connection has no task of its own: whoever waits on it (the request's
-//! future for the response head, then the response body) drives it, as nginx's event
-//! loop handles the upstream socket of the request it serves. That saves a task, a
-//! channel hand-off each way and a wake-up per request. An idle connection is driven
-//! by nobody: checking it out drives it once, and so does the reaper every second,
-//! which finds a connection the server closed meanwhile.
+//! An idle HTTP/1.1 connection is a bare stream ([`RawConn`]). A request without a
+//! body uses it directly (`h1`); one with a body wraps it in hyper's client
+//! ([`Http1Conn`]), which gives the stream back when the response has ended. Neither
+//! has a task of its own: whoever waits on the connection (the request's future for
+//! the response head, then the response body) drives it, as nginx's event loop handles
+//! the upstream socket of the request it serves. That saves a task, a channel hand-off
+//! each way and a wake-up per request. An idle connection is looked at when it is
+//! checked out and by the reaper every second, which finds one the server closed (or
+//! wrote to) meanwhile.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,14 +19,50 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use bytes::BytesMut;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connect::Stream;
 
+/// An HTTP/1.1 connection between two exchanges: the stream, its read buffer (empty
+/// whenever it is pooled) and the buffer requests are written from.
+pub(crate) struct RawConn {
+    pub(crate) stream: Stream,
+    pub(crate) buf: BytesMut,
+    pub(crate) out: Vec<u8>,
+}
+
+impl RawConn {
+    pub(crate) fn new(stream: Stream) -> Box<Self> {
+        Box::new(Self {
+            stream,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// True when the connection is open and the server has sent nothing since the last
+    /// response: a read that must not wait finds neither an end of stream nor bytes.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(
+            Pin::new(&mut self.stream).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
+    }
+}
+
 /// A connection ready for a request.
 pub(crate) enum Conn {
-    /// HTTP/1.1, driven by whoever waits on it; back in the pool when its response ends.
+    /// HTTP/1.1 for a request without a body (`h1`); back in the pool when its
+    /// response ends.
+    Raw(Box<RawConn>),
+    /// HTTP/1.1 in hyper's client, driven by whoever waits on it; back in the pool
+    /// when its response ends.
     Http1(Box<Http1Conn>),
     /// HTTP/1.1 driven by a task of its own (an upgrade: the task hands the connection
     /// over after a 101); never pooled.
@@ -40,14 +79,29 @@ pub(crate) struct Http1Conn {
 }
 
 impl Http1Conn {
-    pub(crate) fn new(
-        sender: http1::SendRequest<Body>,
-        driver: http1::Connection<TokioIo<Stream>, Body>,
-    ) -> Self {
-        Self {
+    /// Put hyper's client on a connection (no I/O happens).
+    pub(crate) async fn wrap(raw: Box<RawConn>) -> Result<Box<Self>, hyper::Error> {
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(raw.stream))
+            .await?;
+        Ok(Box::new(Self {
             sender,
             driver: Some(driver),
+        }))
+    }
+
+    /// The stream back, when the connection is ready for another request and hyper
+    /// holds no bytes past the last response.
+    pub(crate) fn into_raw(mut self: Box<Self>) -> Option<Box<RawConn>> {
+        if !self.is_reusable() {
+            return None;
         }
+        let parts = self.driver.take()?.into_parts();
+        if !parts.read_buf.is_empty() {
+            return None;
+        }
+        let mut raw = RawConn::new(parts.io.into_inner());
+        raw.is_reusable().then_some(raw)
     }
 
     /// Do the connection's pending I/O (send the request, read the response into its
@@ -99,7 +153,7 @@ impl Http1Conn {
 }
 
 struct Idle {
-    conn: Box<Http1Conn>,
+    conn: Box<RawConn>,
     since: Instant,
 }
 
@@ -122,7 +176,7 @@ impl Pool {
     }
 
     /// A live idle HTTP/1.1 connection, if there is one.
-    pub(crate) fn checkout_http1(&self) -> Option<Box<Http1Conn>> {
+    pub(crate) fn checkout_http1(&self) -> Option<Box<RawConn>> {
         loop {
             let mut entry = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             if entry.since.elapsed() < self.idle_timeout && entry.conn.is_reusable() {
@@ -151,7 +205,7 @@ impl Pool {
     }
 
     /// Keep a connection whose response has ended, if it is ready for the next.
-    pub(crate) fn checkin(&self, mut conn: Box<Http1Conn>) {
+    pub(crate) fn checkin(&self, mut conn: Box<RawConn>) {
         if self.max_idle == 0 || !conn.is_reusable() {
             return;
         }

@@ -208,6 +208,39 @@ fn serve(stream: TcpStream, shared: Shared) {
                 websocket(&head, &mut reader, &mut writer);
                 return;
             }
+            // Responses framed in every way RFC 9112 allows, and in ways it does not;
+            // the connection stays open unless the framing needs its end.
+            "/chunked" => writer
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-Checksum: 1\r\n\r\n")
+                .is_ok(),
+            "/until-close" => {
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end");
+                return;
+            }
+            "/early-hints" => writer
+                .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+                .is_ok(),
+            "/http10" => writer
+                .write_all(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+                .is_ok(),
+            "/cl-and-te" => writer
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n")
+                .is_ok(),
+            "/te-gzip" => writer
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n\x1f\x8b\r\n0\r\n\r\n")
+                .is_ok(),
+            "/bad-chunk" => {
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n");
+                return;
+            }
+            "/head-body-later" => {
+                // A body to a HEAD, written a moment after the head: a server that does
+                // not know HEAD.
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 120\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(5));
+                let stray = format!("HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{:30}{:60}", "stray response", "");
+                writer.write_all(&stray.as_bytes()[..120]).is_ok()
+            }
             _ => respond(&head, &path, &mut reader, &mut writer, &shared),
         };
         if path == "/then-close" {
