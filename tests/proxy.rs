@@ -622,6 +622,17 @@ fn responses_are_framed_strictly_and_pooled_only_when_clean() {
         1,
         "one pooled connection"
     );
+    // The same through hyper's client (a request with a body): the trailers end the
+    // body and the connection is pooled again.
+    for _ in 0..2 {
+        let posted = gateway.request("POST", "/chunked", &[], b"data");
+        assert_eq!(posted.body, b"hello, world", "{posted:?}");
+    }
+    assert_eq!(
+        api.connections.load(Ordering::Relaxed),
+        1,
+        "still one connection"
+    );
 
     let until = gateway.get("/until-close");
     assert_eq!(until.body, b"until the end");
