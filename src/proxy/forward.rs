@@ -500,7 +500,9 @@ async fn exchange(
         replayed |= !error.unsent();
         match connection(upstream, server, false, true).await {
             Ok((Conn::Raw(fresh), fresh_reused)) => (raw, reused) = (fresh, fresh_reused),
-            Ok(_) => unreachable!("a fresh HTTP/1.1 connection for a request without a body"),
+            // The server now speaks HTTP/2 (`http2 = true` and it started offering h2):
+            // not this attempt's business; the next one uses it.
+            Ok(_) => break Err(classify_h1(error)),
             Err(error) => break Err(Failure::Connect(error)),
         }
     };

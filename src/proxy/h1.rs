@@ -40,8 +40,10 @@ const MAX_FIELDS: usize = 100;
 /// The longest chunk-size line, and the most bytes of trailer section.
 const MAX_CHUNK_LINE: usize = 4 << 10;
 const MAX_TRAILERS: usize = 16 << 10;
-/// How much is read at a time.
-const READ_SIZE: usize = 16 << 10;
+/// How much room a read of a response head, and of a body, asks for: a head is
+/// small, a body may be large (fewer, larger reads).
+const HEAD_READ: usize = 8 << 10;
+const BODY_READ: usize = 64 << 10;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,13 +202,18 @@ async fn write_head(
 
 /// Read more into the connection's buffer: the byte count (0 at end of stream).
 async fn read_some(conn: &mut RawConn) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_some(conn, cx)).await
+    std::future::poll_fn(|cx| poll_read_some(conn, HEAD_READ, cx)).await
 }
 
-fn poll_read_some(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+/// Read into the connection's buffer, with room for about `room` bytes.
+fn poll_read_some(
+    conn: &mut RawConn,
+    room: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     let buf = &mut conn.buf;
-    if buf.capacity() - buf.len() < READ_SIZE / 2 {
-        buf.reserve(READ_SIZE);
+    if buf.capacity() - buf.len() < room / 2 {
+        buf.reserve(room);
     }
     let spare = buf.spare_capacity_mut();
     let mut read = ReadBuf::uninit(spare);
@@ -548,8 +555,12 @@ impl http_body::Body for ResponseBody {
                 Step::Fail(what) => return Poll::Ready(Some(Err(this.fail(what)))),
                 Step::Read => {}
             }
+            let room = match this.framing {
+                Framing::Length(left) => (left.min(BODY_READ as u64) as usize).max(HEAD_READ),
+                _ => BODY_READ,
+            };
             let conn = this.conn.as_mut().expect("Read only with a connection");
-            match poll_read_some(conn, cx) {
+            match poll_read_some(conn, room, cx) {
                 Poll::Ready(Ok(0)) => {
                     if this.framing == Framing::UntilClose {
                         this.conn = None;
