@@ -508,20 +508,56 @@ async fn exchange(
         replayed |= !error.unsent();
         match connection(upstream, server, false, true).await {
             Ok((Conn::Raw(fresh), fresh_reused)) => (raw, reused) = (fresh, fresh_reused),
-            // The server now speaks HTTP/2 (`http2 = true` and it started offering h2):
-            // not this attempt's business; the next one uses it.
-            Ok(_) => break Err(classify_h1(error)),
+            // The server now speaks HTTP/2 (`http2 = true` and it chose h2 this time):
+            // through hyper's client on that connection.
+            Ok((conn, _)) => {
+                let kept = request.headers().clone();
+                let result = in_hyper_once(upstream, server, outgoing, conn, request).await;
+                if result.is_err() {
+                    outgoing.headers = restored(kept, had_host);
+                }
+                return result;
+            }
             Err(error) => break Err(Failure::Connect(error)),
         }
     };
     if result.is_err() {
-        let mut headers = request.into_parts().0.headers;
-        if !had_host {
-            headers.remove(header::HOST);
-        }
-        outgoing.headers = headers;
+        outgoing.headers = restored(request.into_parts().0.headers, had_host);
     }
     result
+}
+
+/// The headers of a failed attempt, ready for the next server: without the `Host`
+/// this server's policy added.
+fn restored(mut headers: HeaderMap, had_host: bool) -> HeaderMap {
+    if !had_host {
+        headers.remove(header::HOST);
+    }
+    headers
+}
+
+/// Send `request` once through hyper's client on `conn`, with the checks `attempt`
+/// makes.
+async fn in_hyper_once(
+    upstream: &Upstream,
+    server: &Arc<Server>,
+    outgoing: &Outgoing,
+    conn: Conn,
+    mut request: Request<Body>,
+) -> Result<Sent, Failure> {
+    let conn = in_hyper(conn).await.map_err(Failure::Connect)?;
+    set_target(&mut request, &conn, server, &outgoing.target);
+    let read_timeout = upstream.config.read_timeout;
+    match within(read_timeout, None, send(conn, request)).await? {
+        Ok(Sent::Hyper { response, conn }) => {
+            let head_request = outgoing.method == Method::HEAD;
+            h1::check_framing(response.status(), response.headers(), head_request)
+                .map_err(|error| Failure::Malformed(Box::new(error)))?;
+            Ok(Sent::Hyper { response, conn })
+        }
+        Ok(sent) => Ok(sent),
+        Err(error) => Err(classify(error.into_error())),
+    }
 }
 
 /// The request for `server`, before its target is set.
@@ -851,6 +887,7 @@ fn respond(
         }
     };
     headers::remove_hop_by_hop(&mut parts.headers);
+    headers::single_content_length(&mut parts.headers);
     if upstream.config.rewrite_location {
         let fixed_host = match &upstream.config.host {
             HostPolicy::Fixed(value) => value.to_str().ok(),

@@ -34,7 +34,7 @@ use super::Server;
 
 /// The largest response head accepted (nginx's `proxy_buffer_size` is 4-8 KiB; hyper's
 /// limit is larger). Past it: 502.
-const MAX_HEAD: usize = 64 << 10;
+pub(crate) const MAX_HEAD: usize = 64 << 10;
 /// The most header fields in a response head.
 const MAX_FIELDS: usize = 100;
 /// The longest chunk-size line, and the most bytes of trailer section.
@@ -236,6 +236,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, ExchangeError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut slots);
     let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
+            return Err(malformed(format!(
+                "response head over {} KiB",
+                MAX_HEAD >> 10
+            )))
+        }
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(malformed(error.to_string())),
@@ -437,6 +443,9 @@ impl ResponseBody {
                         }
                         return Step::Read;
                     };
+                    if end > MAX_CHUNK_LINE {
+                        return Step::Fail("chunk-size line too long".into());
+                    }
                     match chunk_size(&buf[..end]) {
                         Ok(size) => {
                             buf.advance(end + 1);
@@ -481,6 +490,9 @@ impl ResponseBody {
                         }
                         return Step::Read;
                     };
+                    if seen + end + 1 > MAX_TRAILERS {
+                        return Step::Fail("trailer section too long".into());
+                    }
                     let line = &buf[..end];
                     if !line.ends_with(b"\r") {
                         return Step::Fail("a trailer line ends in LF without CR".into());
@@ -666,6 +678,16 @@ mod tests {
         assert_eq!(parsed.status, StatusCode::NOT_FOUND);
         assert_eq!(parsed.version, Version::HTTP_10);
         assert_eq!(parsed.headers.get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_however_it_arrives() {
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
+        let whole = format!("HTTP/1.1 200 OK\r\n{}\r\n", filler.repeat(70));
+        assert!(whole.len() > MAX_HEAD);
+        assert!(head(&whole).is_err(), "a complete head over the limit");
+        let under = format!("HTTP/1.1 200 OK\r\n{}\r\n", filler.repeat(60));
+        assert!(head(&under).unwrap().is_some());
     }
 
     #[test]

@@ -128,11 +128,16 @@ pub(crate) fn upstream_head(
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    // The server's own `host:port`; none while the server is not chosen yet (then
+    // the proxy sets it per server), never an empty Host.
+    let server_host = || {
+        (!server_authority.is_empty())
+            .then(|| HeaderValue::from_str(server_authority).ok())
+            .flatten()
+    };
     let host = match rewrite.host {
-        HostPolicy::Client => client_host
-            .clone()
-            .or_else(|| HeaderValue::from_str(server_authority).ok()),
-        HostPolicy::Upstream => HeaderValue::from_str(server_authority).ok(),
+        HostPolicy::Client => client_host.clone().or_else(server_host),
+        HostPolicy::Upstream => server_host(),
         HostPolicy::Fixed(value) => Some(value.clone()),
     };
     if let Some(host) = host {
@@ -160,6 +165,27 @@ pub(crate) fn upstream_head(
         None => path.into_owned(),
     };
     PathAndQuery::try_from(target).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// A `Content-Length` sent as a list of one repeated value (`5, 5`) or in several
+/// fields becomes one value, as RFC 9110 section 8.6 asks of a recipient that passes it
+/// on (differing values never get here: the response was refused).
+pub(crate) fn single_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let length = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
 }
 
 /// nginx's `proxy_redirect default`: a `Location` that names one of `own` (the
@@ -336,6 +362,22 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn a_repeated_content_length_becomes_one() {
+        let mut listed = headers(&[("content-length", "5, 5")]);
+        single_content_length(&mut listed);
+        assert_eq!(
+            listed.get_all("content-length").iter().collect::<Vec<_>>(),
+            ["5"]
+        );
+        let mut fields = headers(&[("content-length", "7"), ("content-length", "7")]);
+        single_content_length(&mut fields);
+        assert_eq!(
+            fields.get_all("content-length").iter().collect::<Vec<_>>(),
+            ["7"]
+        );
     }
 
     #[test]

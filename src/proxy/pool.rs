@@ -82,6 +82,8 @@ impl Http1Conn {
     /// Put hyper's client on a connection (no I/O happens).
     pub(crate) async fn wrap(raw: Box<RawConn>) -> Result<Box<Self>, hyper::Error> {
         let (sender, driver) = http1::Builder::new()
+            // The same bound on a response head as `h1`'s.
+            .max_buf_size(super::h1::MAX_HEAD)
             .handshake(TokioIo::new(raw.stream))
             .await?;
         Ok(Box::new(Self {
