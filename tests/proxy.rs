@@ -701,6 +701,26 @@ fn no_connection_is_pooled_after_a_head_or_an_http_1_0_response() {
     assert_eq!(echo["body"], "PAYLOAD", "{echo}");
 }
 
+/// An HTTP/1.0 request without `Host` reaches the upstream with the server's own
+/// `host:port` under the default `host = "client"`, never with an empty one.
+#[test]
+fn a_request_without_host_gets_the_servers() {
+    let api = Upstream::start("api");
+    let gateway = gateway(&format!(
+        "[upstream.api]\nservers = [\"{}\"]\n[[route]]\nproxy = \"api\"\n",
+        api.addr
+    ));
+    let mut stream = gateway.connect();
+    stream.write_all(b"GET /old HTTP/1.0\r\n\r\n").unwrap();
+    let response = read_response(&mut BufReader::new(stream), false).expect("a response");
+    let echo = upstream_json(&response);
+    assert_eq!(
+        header(&echo, "host"),
+        Some(api.addr.to_string().as_str()),
+        "{echo}"
+    );
+}
+
 /// Sockets to `peer` in CLOSE_WAIT (the peer closed, this side did not), from
 /// /proc/net/tcp: local and remote addresses as `0100007F:1F90`, state `08`.
 fn close_wait_to(peer: SocketAddr) -> usize {
