@@ -165,6 +165,38 @@ fn declared_body_over_the_limit_gets_413_before_the_app_runs() {
     );
 }
 
+/// A client that sends a body the server refuses before reading it (413 for a
+/// declared length over `max_body_size`) can send all of it and still read the
+/// answer: the server drains the rest (lingering close, as nginx does) instead of
+/// resetting the connection, which makes curl and browsers report a failed upload
+/// instead of the 413.
+#[test]
+fn a_refused_upload_can_be_sent_whole_and_its_answer_read() {
+    let gateway = GatewayBuilder::new()
+        .config("[limits]\nmax_body_size = \"1KiB\"\n")
+        .start();
+    let mut stream = gateway.connect();
+    let chunk = vec![b'a'; 64 << 10];
+    let chunks = 256; // 16 MiB, far more than the socket buffers hold
+    stream
+        .write_all(
+            format!(
+                "POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                chunk.len() * chunks
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    for sent in 0..chunks {
+        if let Err(error) = stream.write_all(&chunk) {
+            panic!("the upload was cut after {sent} of {chunks} pieces: {error}");
+        }
+    }
+    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
+    assert_eq!(response.status, 413);
+    assert_eq!(gateway.get("/calls").status, 200);
+}
+
 #[test]
 fn chunked_body_growing_over_the_limit_gets_413() {
     let gateway = GatewayBuilder::new()

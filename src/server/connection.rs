@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -159,9 +160,10 @@ pub(super) async fn serve<T>(
     settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let activity = ConnectionActivity::new();
+    activity.socket.set(stream.as_raw_fd());
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), settings.framing));
     let requests = activity.clone();
     let tls = tls.map(Arc::new);
@@ -184,7 +186,16 @@ pub(super) async fn serve<T>(
         if !http1 {
             requests.saw_http2();
         }
-        let request = Request::from_parts(parts, Body::new(body));
+        let body = if http1 && !http_body::Body::is_end_stream(&body) {
+            Body::new(UnreadGuard {
+                inner: body,
+                activity: requests.clone(),
+                ended: false,
+            })
+        } else {
+            Body::new(body)
+        };
+        let request = Request::from_parts(parts, body);
         requests.request_started();
         let finished = FinishGuard(requests.clone());
         let response = call_in_place(&service, request);
@@ -215,6 +226,9 @@ pub(super) async fn serve<T>(
         .builder
         .serve_connection_with_upgrades(io, hyper_service);
     tokio::pin!(connection);
+    // Declared after `connection`, so dropped before it: the socket is marked closed
+    // before hyper closes it, whichever way this function returns.
+    let _socket_closes = SocketCloses(&activity);
     let tick = settings
         .keepalive_timeout
         .min(settings.header_timeout)
@@ -238,6 +252,11 @@ pub(super) async fn serve<T>(
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(peer = ?info.peer, "connection ended: {error}");
+                }
+                // A request body was left unread: drain what the client still sends,
+                // so that the response is not lost to a reset.
+                if let Some(socket) = activity.socket.close() {
+                    super::linger::linger(socket);
                 }
                 return;
             }
@@ -299,6 +318,55 @@ pub(super) async fn serve<T>(
                     _ => sample.write_is_blocked().then_some((now, sample)),
                 };
             }
+        }
+    }
+}
+
+/// Marks the connection's socket closed for [`super::linger`] when dropped.
+struct SocketCloses<'a>(&'a ConnectionActivity);
+
+impl Drop for SocketCloses<'_> {
+    fn drop(&mut self) {
+        self.0.socket.close();
+    }
+}
+
+/// An HTTP/1 request body; dropped before its end, it has the connection keep its
+/// socket for a lingering close.
+struct UnreadGuard {
+    inner: Incoming,
+    activity: Arc<ConnectionActivity>,
+    ended: bool,
+}
+
+impl http_body::Body for UnreadGuard {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UnreadGuard {
+    fn drop(&mut self) {
+        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
+            self.activity.socket.keep();
         }
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct ConnectionActivity {
     write_blocked: AtomicBool,
     /// Incremented each time a write goes through after a blocked one: progress.
     writes_unblocked: AtomicU64,
+    /// The socket, kept for a lingering close when a request body is left unread.
+    pub(super) socket: super::linger::SocketKeeper,
 }
 
 /// A sample of [`ConnectionActivity`], compared between ticks.

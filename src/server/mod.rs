@@ -8,6 +8,7 @@ mod connection;
 mod error;
 mod framing;
 mod io;
+mod linger;
 mod proxy_protocol;
 pub mod tls;
 
