@@ -19,9 +19,11 @@ itself (the gateway from a `respond` route, nginx from `return 200`). The ratio 
 proxied run over this one tells how much of the gap is the proxy and how much the
 server that receives the request.
 
-`--stream` instead sends 1 GiB up (to an upstream location that discards it) and 1 GiB
-down (a sparse file) through each proxy and prints the time and each proxy's peak RSS:
-bodies stream, so the peak stays flat.
+`--stream` instead sends 1 GiB up and 1 GiB down (a sparse file) through each proxy and
+prints the time and each proxy's peak RSS: bodies stream, so the peak stays flat. The
+upload goes to a sink this script runs, which reads the whole body before it answers
+with the byte count (nginx's `return` answers first and discards the body after, and
+an early answer ends an upload through a proxy).
 
 Run bench/setup.sh first (or `bench/run.sh proxy`); nginx comes from Debian.
 """
@@ -32,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from benchlib import GATEWAY, ROOT, compare, descendants, free_port, only, parse_args, report
@@ -85,6 +88,48 @@ def start_upstream(folder):
     return proc, port
 
 
+def start_sink():
+    """A server that reads each request's whole body (Content-Length) before it
+    answers with the number of bytes read; returns its port."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve(conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = conn.recv(65536)
+                if not piece:
+                    return
+                head += piece
+            head, body = head.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            got = len(body)
+            buf = memoryview(bytearray(1 << 20))
+            while got < length:
+                n = conn.recv_into(buf)
+                if not n:
+                    break
+                got += n
+            answer = str(got).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(answer), answer))
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
 def wait_port(port, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -96,9 +141,10 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def servers(folder, upstream, direct=False):
+def servers(folder, upstream, direct=False, sink=None):
     """name -> function of the port that returns the argv; with `direct`, each answers
-    the upstream's 13 bytes itself instead of proxying."""
+    the upstream's 13 bytes itself instead of proxying; with a `sink` port, /sink goes
+    there."""
     def gateway(port):
         conf = os.path.join(folder, f"gateway-{port}.toml")
         with open(conf, "w") as f:
@@ -110,11 +156,23 @@ max_body_size = "2GiB"
 [upstream.bench]
 servers = ["127.0.0.1:{upstream}"]
 read_timeout = "600s"
+""")
+                if sink:
+                    f.write(f"""[upstream.sink]
+servers = ["127.0.0.1:{sink}"]
+read_timeout = "600s"
 [[route]]
+path = "/sink"
+proxy = "sink"
+""")
+                f.write("""[[route]]
 proxy = "bench"
 """)
         return [GATEWAY, "serve", "--config", conf, "--bind", f"127.0.0.1:{port}",
                 "--workers", "1"]
+
+    sink_location = (f"location = /sink {{ proxy_pass http://127.0.0.1:{sink}; "
+                     "proxy_http_version 1.1; proxy_read_timeout 600s; }" if sink else "")
 
     def nginx(port):
         if direct:
@@ -131,6 +189,7 @@ proxy = "bench"
         proxy_request_buffering off;
         proxy_buffering off;
         proxy_read_timeout 600s;
+        {sink_location}
         location / {{
             proxy_pass http://bench;
             proxy_http_version 1.1;
@@ -158,9 +217,13 @@ def peak_rss_kib(pid):
     return peak
 
 
-def stream(chosen, gib):
-    """1 GiB (or `gib`) up and down through each proxy: time and peak RSS."""
+def stream(chosen, gib, folder):
+    """1 GiB (or `gib`) up to the sink and down from the upstream through each proxy:
+    time, what the sink read (its answer) and the status, and peak RSS."""
     size = int(gib * GIB)
+    upload = os.path.join(folder, "upload.bin")
+    with open(upload, "wb") as f:
+        f.truncate(size)
     for name, argv in chosen.items():
         port = free_port()
         proc = subprocess.Popen(argv(port), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -171,9 +234,9 @@ def stream(chosen, gib):
             before = peak_rss_kib(proc.pid)
             started = time.time()
             up = subprocess.run(
-                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-",
-                 "-H", "Transfer-Encoding: chunked", f"http://127.0.0.1:{port}/sink"],
-                input=None, stdin=open_zeros(size), capture_output=True, text=True)
+                ["curl", "-sS", "-o", "-", "-w", " %{http_code}", "-T", upload,
+                 f"http://127.0.0.1:{port}/sink"],
+                capture_output=True, text=True)
             up_s = time.time() - started
             started = time.time()
             down = subprocess.run(
@@ -182,18 +245,12 @@ def stream(chosen, gib):
                 capture_output=True, text=True)
             down_s = time.time() - started
             peak = peak_rss_kib(proc.pid)
-            print(f"{name:13s} up {up.stdout.strip()} in {up_s:6.2f} s   "
+            print(f"{name:13s} up {up.stdout.strip()} (bytes read, status) in {up_s:6.2f} s   "
                   f"down {down.stdout.strip()} in {down_s:6.2f} s   "
                   f"peak RSS {before / 1024:6.1f} -> {peak / 1024:6.1f} MiB", flush=True)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=10)
-
-
-def open_zeros(size):
-    """A pipe that yields `size` zero bytes (curl reads the upload from it)."""
-    return subprocess.Popen(["head", "-c", str(size), "/dev/zero"],
-                            stdout=subprocess.PIPE).stdout
 
 
 def options(parser):
@@ -212,9 +269,10 @@ def main():
     folder = tempfile.mkdtemp(prefix="proxy-bench-")
     upstream, upstream_port = start_upstream(folder)
     try:
-        chosen = only(servers(folder, upstream_port, args.direct), args.only)
+        sink = start_sink() if args.stream else None
+        chosen = only(servers(folder, upstream_port, args.direct, sink), args.only)
         if args.stream:
-            stream(chosen, args.gib)
+            stream(chosen, args.gib, folder)
         else:
             results = compare(chosen, ROOT, args.rounds, args.seconds, args.connections)
             report(results)
