@@ -255,8 +255,11 @@ pub(super) async fn serve<T>(
                 }
                 // A request body was left unread: drain what the client still sends,
                 // so that the response is not lost to a reset.
+                // (Never after a 101: the socket then carries the new protocol.)
                 if let Some(socket) = activity.socket.close() {
-                    super::linger::linger(socket);
+                    if !activity.is_upgraded() {
+                        super::linger::linger(socket);
+                    }
                 }
                 return;
             }

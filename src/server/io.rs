@@ -106,6 +106,11 @@ impl ConnectionActivity {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
+    /// A 101 switched the connection to another protocol.
+    pub(super) fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
     /// True once an HTTP/2 request was seen (or the preface).
     pub(super) fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Relaxed)
