@@ -523,22 +523,13 @@ enum Step {
     Fail(String),
 }
 
-/// A chunk-size line without its LF: hex digits, then extensions, then CR.
+/// A chunk-size line without its LF: RFC 9112's grammar (the same check as for
+/// request bodies), then CR.
 fn chunk_size(line: &[u8]) -> Result<u64, String> {
     let Some(line) = line.strip_suffix(b"\r") else {
         return Err("a chunk-size line ends in LF without CR".into());
     };
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
-        return Err("invalid chunk size".into());
-    }
-    let rest = &line[digits..];
-    let extensions = rest.trim_ascii_start();
-    if !(rest.is_empty() || extensions.starts_with(b";")) || rest.contains(&b'\r') {
-        return Err("invalid chunk-size line".into());
-    }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
-    u64::from_str_radix(text, 16).map_err(|_| "chunk size too large".into())
+    crate::types::http_syntax::chunk_size(line).ok_or_else(|| "invalid chunk size".into())
 }
 
 impl http_body::Body for ResponseBody {
@@ -695,6 +686,7 @@ mod tests {
         assert_eq!(chunk_size(b"1a\r"), Ok(26));
         assert_eq!(chunk_size(b"0;name=value\r"), Ok(0));
         assert_eq!(chunk_size(b"5 ;ext\r"), Ok(5));
+        assert_eq!(chunk_size(b"5; a = \"x;y\"\r"), Ok(5));
         for bad in [
             &b"1a"[..],
             b"\r",
