@@ -897,15 +897,19 @@ fn streams_64_mib_each_way_without_buffering() {
 struct Nginx {
     child: Child,
     port: u16,
+    /// Its folder (`{dir}` in the server block).
+    dir: std::path::PathBuf,
 }
 
 impl Nginx {
     /// Start nginx; `server` is the body of one `server {}` block; `{port}` in it is
-    /// replaced by the port it listens on.
+    /// replaced by the port it listens on, `{dir}` by its folder.
     fn start(name: &str, server: &str) -> Self {
         let dir = scratch_dir(&format!("nginx-{name}"));
         let port = refused_port().port();
-        let server = server.replace("{port}", &port.to_string());
+        let server = server
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.display().to_string());
         let temp = |what: &str| dir.join(what).display().to_string();
         let config = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
@@ -942,7 +946,7 @@ impl Nginx {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nginx { child, port }
+        Nginx { child, port, dir }
     }
 }
 
@@ -958,6 +962,7 @@ fn nginx_as_the_upstream() {
     let nginx = Nginx::start(
         "plain",
         r#"listen 127.0.0.1:{port};
+listen unix:{dir}/nginx.sock;
 location / { return 200 "$request_uri|$host|$http_x_forwarded_for|$http_x_forwarded_proto|$connection"; }"#,
     );
     let gateway = gateway(&format!(
@@ -980,6 +985,25 @@ location / { return 200 "$request_uri|$host|$http_x_forwarded_for|$http_x_forwar
         connections.len(),
         1,
         "one kept-alive connection to nginx: {connections:?}"
+    );
+    // The same nginx on a unix socket, kept alive too.
+    let local = self::gateway(&format!(
+        "[upstream.local]\nservers = [\"unix:{}\"]\n[[route]]\nproxy = \"local\"\n",
+        nginx.dir.join("nginx.sock").display()
+    ));
+    let mut over_unix = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let response = local.get("/sock?y=2");
+        assert_eq!(response.status, 200, "{response:?}\n{}", local.logs());
+        let text = response.text();
+        let fields: Vec<&str> = text.split('|').collect();
+        assert_eq!(&fields[..2], ["/sock?y=2", "test.local"]);
+        over_unix.insert(fields[4].to_owned());
+    }
+    assert_eq!(
+        over_unix.len(),
+        1,
+        "one kept-alive unix connection: {over_unix:?}"
     );
     // HTTP/2 with prior knowledge (h2c) to an nginx that speaks only that.
     let h2c = Nginx::start(
