@@ -195,6 +195,62 @@ fn a_refused_upload_can_be_sent_whole_and_its_answer_read() {
     let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
     assert_eq!(response.status, 413);
     assert_eq!(gateway.get("/calls").status, 200);
+
+    // The same for a head refused before any body exists: 431 for a field too large.
+    let mut stream = gateway.connect();
+    stream
+        .write_all(
+            format!(
+                "POST /digest HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: {}\r\n\r\n",
+                "b".repeat(100 << 10),
+                chunk.len() * chunks
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    for sent in 0..chunks {
+        if let Err(error) = stream.write_all(&chunk) {
+            panic!(
+                "the upload after a refused head was cut after {sent} of {chunks} pieces: {error}"
+            );
+        }
+    }
+    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
+    assert_eq!(response.status, 431);
+}
+
+/// A refused upload still lingering when the gateway is told to stop keeps draining
+/// while the worker drains (up to `server.graceful_timeout`): the client still sends
+/// all of it and reads its 413.
+#[test]
+fn a_stopping_gateway_lets_a_refused_upload_finish() {
+    let gateway = GatewayBuilder::new()
+        .config("[limits]\nmax_body_size = \"1KiB\"\n")
+        .start();
+    let mut stream = gateway.connect();
+    let chunk = vec![b'a'; 64 << 10];
+    let chunks = 256;
+    stream
+        .write_all(
+            format!(
+                "POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                chunk.len() * chunks
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    for sent in 0..chunks {
+        if sent == 32 {
+            // The 413 has gone out; the socket lingers.
+            gateway.signal(libc::SIGTERM);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        if let Err(error) = stream.write_all(&chunk) {
+            panic!("the upload was cut after {sent} of {chunks} pieces: {error}");
+        }
+    }
+    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
+    assert_eq!(response.status, 413);
 }
 
 #[test]

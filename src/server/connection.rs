@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -159,7 +159,8 @@ pub(super) async fn serve<T>(
     service: GatewayService,
     settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
-) where
+) -> Option<OwnedFd>
+where
     T: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let activity = ConnectionActivity::new();
@@ -250,18 +251,22 @@ pub(super) async fn serve<T>(
     loop {
         tokio::select! {
             result = connection.as_mut() => {
-                if let Err(error) = result {
+                if let Err(error) = &result {
                     tracing::debug!(peer = ?info.peer, "connection ended: {error}");
-                }
-                // A request body was left unread: drain what the client still sends,
-                // so that the response is not lost to a reset.
-                // (Never after a 101: the socket then carries the new protocol.)
-                if let Some(socket) = activity.socket.close() {
-                    if !activity.is_upgraded() {
-                        super::linger::linger(socket);
+                    // A head refused (400, 414, 431) while the client may still be
+                    // sending: linger too.
+                    if error
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(|e| e.is_parse() || e.is_parse_too_large())
+                    {
+                        activity.socket.keep();
                     }
                 }
-                return;
+                // A request body was left unread: the caller drains what the client
+                // still sends, so that the response is not lost to a reset. (Never
+                // after a 101: the socket then carries the new protocol.)
+                let socket = activity.socket.close();
+                return socket.filter(|_| !activity.is_upgraded());
             }
             _ = shutdown.changed(), if state == Drain::Serving => {
                 state = begin_drain(&activity, &closing);
@@ -301,7 +306,7 @@ pub(super) async fn serve<T>(
                     Some((since, first)) if sample.same_partial_head(&first) => {
                         if now - since >= settings.header_timeout {
                             tracing::info!(peer = ?info.peer, "request head not received within server.header_timeout; closing");
-                            return;
+                            return None;
                         }
                         Some((since, first))
                     }
@@ -314,7 +319,7 @@ pub(super) async fn serve<T>(
                     Some((since, first)) if sample.same_blocked_write(&first) => {
                         if now - since >= settings.write_timeout {
                             tracing::info!(peer = ?info.peer, "client took no response bytes within server.write_timeout; closing");
-                            return;
+                            return None;
                         }
                         Some((since, first))
                     }

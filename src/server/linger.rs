@@ -5,11 +5,13 @@
 //! reset, and most clients (curl, browsers) then report the failed upload, not the
 //! response they were sent.
 //!
-//! So when a request body is dropped unread, the connection keeps a duplicate of its
-//! socket ([`SocketKeeper::keep`]); when the connection ends, that duplicate is shut
-//! for writing (the client sees the end of the response) and read and discarded until
-//! the client stops sending: at most [`LINGERING_TIMEOUT`] between two reads and
-//! [`LINGERING_TIME`] in all (nginx's defaults).
+//! So when a request body is dropped unread, or a request head is refused (400, 414,
+//! 431), the connection keeps a duplicate of its socket ([`SocketKeeper::keep`]); when
+//! the connection ends, that duplicate is shut for writing (the client sees the end of
+//! the response) and read and discarded until the client stops sending: at most
+//! [`LINGERING_TIMEOUT`] between two reads and [`LINGERING_TIME`] in all (nginx's
+//! defaults). The connection counts as open meanwhile, so a draining worker waits for
+//! it (up to `server.graceful_timeout`).
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -80,14 +82,12 @@ impl SocketKeeper {
     }
 }
 
-/// Shut `socket` for writing, then read and discard what the client still sends, in a
-/// task of its own; the socket closes when the client stops or the time is up.
-pub(super) fn linger(socket: OwnedFd) {
-    tokio::spawn(async move {
-        if let Err(error) = drain(socket).await {
-            tracing::debug!("lingering close ended: {error}");
-        }
-    });
+/// Shut `socket` for writing, then read and discard what the client still sends; the
+/// socket closes when the client stops or the time is up.
+pub(super) async fn linger(socket: OwnedFd) {
+    if let Err(error) = drain(socket).await {
+        tracing::debug!("lingering close ended: {error}");
+    }
 }
 
 async fn drain(socket: OwnedFd) -> io::Result<()> {

@@ -183,7 +183,7 @@ async fn accept_loop(
             let Some((stream, info)) = settings.proxy_header(stream, info).await else {
                 return;
             };
-            match stream {
+            let lingering = match stream {
                 Accepted::Tcp(stream) => {
                     connection::serve(stream, info, None, service, settings, stop).await
                 }
@@ -207,11 +207,20 @@ async fn accept_loop(
                                 .await
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(peer = ?info.peer, "TLS handshake failed: {error}")
+                            tracing::debug!(peer = ?info.peer, "TLS handshake failed: {error}");
+                            None
                         }
-                        Err(_) => tracing::debug!(peer = ?info.peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            tracing::debug!(peer = ?info.peer, "TLS handshake timed out");
+                            None
+                        }
                     }
                 }
+            };
+            // Still counted as open: a draining worker waits for it (up to
+            // server.graceful_timeout), so a client still uploading gets its answer.
+            if let Some(socket) = lingering {
+                linger::linger(socket).await;
             }
             drop(open);
         });
