@@ -219,17 +219,14 @@ fn serve(
     handoff: Option<WorkerHandoff>,
     reload: bool,
 ) -> ExitCode {
-    // One I/O thread (the default): tokio's current-thread scheduler, on this thread,
-    // which skips the multi-thread scheduler's cross-thread bookkeeping on every wake.
-    let mut builder = match loaded.config.server.io_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        threads => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-    };
-    let runtime = match builder.thread_name("io").enable_all().build() {
+    // A current-thread runtime for io_threads = 1 was measured against this (same
+    // binary, alternating, bench/RESULTS.md): no difference beyond the noise.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(loaded.config.server.io_threads)
+        .thread_name("io")
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("wsgi-gateway: cannot start the runtime: {error}");
@@ -285,8 +282,7 @@ fn serve(
         },
     };
     // Flush spans while the runtime (which the gRPC exporter uses) still runs: the
-    // flush blocks, so it runs on a blocking thread while this one drives the runtime
-    // (with one I/O thread, this thread is the runtime's only one).
+    // flush blocks, so it runs on a blocking thread while the runtime is driven.
     runtime.block_on(async move {
         let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
     });

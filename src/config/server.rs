@@ -46,8 +46,7 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Threads of the async runtime that run I/O and the native layers, per worker.
     /// One is enough for most apps (Python is the bottleneck); raise it when native
-    /// layers (compression, TLS, static files) are busy. With one, the runtime is
-    /// tokio's current-thread scheduler on the worker's main thread.
+    /// layers (compression, TLS, static files) are busy.
     pub io_threads: usize,
     /// Peers whose `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Host` headers are
     /// believed (CIDR blocks or addresses; `"*"` for any; `"unix"` for peers on unix
