@@ -165,58 +165,49 @@ fn declared_body_over_the_limit_gets_413_before_the_app_runs() {
     );
 }
 
+/// 16 MiB, far more than the socket buffers hold.
+const UPLOAD_PIECES: usize = 256;
+const UPLOAD_PIECE: usize = 64 << 10;
+
+/// POST a 16 MiB body with `extra` header lines, written whole before anything is
+/// read, as `http.client` and curl do; `before_piece(n)` runs before piece `n`. Panics
+/// if the server cuts the upload; returns the answer read after it.
+fn upload_then_read(
+    gateway: &common::Gateway,
+    extra: &str,
+    mut before_piece: impl FnMut(usize),
+) -> common::Response {
+    let mut stream = gateway.connect();
+    let head = format!(
+        "POST /digest HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n",
+        UPLOAD_PIECE * UPLOAD_PIECES
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let piece = vec![b'a'; UPLOAD_PIECE];
+    for sent in 0..UPLOAD_PIECES {
+        before_piece(sent);
+        if let Err(error) = stream.write_all(&piece) {
+            panic!("the upload was cut after {sent} of {UPLOAD_PIECES} pieces: {error}");
+        }
+    }
+    read_response(&mut BufReader::new(stream), false).expect("the answer")
+}
+
 /// A client that sends a body the server refuses before reading it (413 for a
-/// declared length over `max_body_size`) can send all of it and still read the
-/// answer: the server drains the rest (lingering close, as nginx does) instead of
-/// resetting the connection, which makes curl and browsers report a failed upload
-/// instead of the 413.
+/// declared length over `max_body_size`, 431 for a head too large) can send all of it
+/// and still read the answer: the server drains the rest (lingering close, as nginx
+/// does) instead of resetting the connection, which makes curl and browsers report a
+/// failed upload instead of the answer.
 #[test]
 fn a_refused_upload_can_be_sent_whole_and_its_answer_read() {
     let gateway = GatewayBuilder::new()
         .config("[limits]\nmax_body_size = \"1KiB\"\n")
         .start();
-    let mut stream = gateway.connect();
-    let chunk = vec![b'a'; 64 << 10];
-    let chunks = 256; // 16 MiB, far more than the socket buffers hold
-    stream
-        .write_all(
-            format!(
-                "POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-                chunk.len() * chunks
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    for sent in 0..chunks {
-        if let Err(error) = stream.write_all(&chunk) {
-            panic!("the upload was cut after {sent} of {chunks} pieces: {error}");
-        }
-    }
-    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
-    assert_eq!(response.status, 413);
+    assert_eq!(upload_then_read(&gateway, "", |_| {}).status, 413);
     assert_eq!(gateway.get("/calls").status, 200);
-
-    // The same for a head refused before any body exists: 431 for a field too large.
-    let mut stream = gateway.connect();
-    stream
-        .write_all(
-            format!(
-                "POST /digest HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: {}\r\n\r\n",
-                "b".repeat(100 << 10),
-                chunk.len() * chunks
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    for sent in 0..chunks {
-        if let Err(error) = stream.write_all(&chunk) {
-            panic!(
-                "the upload after a refused head was cut after {sent} of {chunks} pieces: {error}"
-            );
-        }
-    }
-    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
-    assert_eq!(response.status, 431);
+    // A head refused before any body exists: 431 for a field too large.
+    let big = format!("X-Big: {}\r\n", "b".repeat(100 << 10));
+    assert_eq!(upload_then_read(&gateway, &big, |_| {}).status, 431);
 }
 
 /// A refused upload still lingering when the gateway is told to stop keeps draining
@@ -227,29 +218,13 @@ fn a_stopping_gateway_lets_a_refused_upload_finish() {
     let gateway = GatewayBuilder::new()
         .config("[limits]\nmax_body_size = \"1KiB\"\n")
         .start();
-    let mut stream = gateway.connect();
-    let chunk = vec![b'a'; 64 << 10];
-    let chunks = 256;
-    stream
-        .write_all(
-            format!(
-                "POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-                chunk.len() * chunks
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    for sent in 0..chunks {
+    let response = upload_then_read(&gateway, "", |sent| {
         if sent == 32 {
             // The 413 has gone out; the socket lingers.
             gateway.signal(libc::SIGTERM);
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        if let Err(error) = stream.write_all(&chunk) {
-            panic!("the upload was cut after {sent} of {chunks} pieces: {error}");
-        }
-    }
-    let response = read_response(&mut BufReader::new(stream), false).expect("the answer");
+    });
     assert_eq!(response.status, 413);
 }
 
