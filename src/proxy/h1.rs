@@ -313,14 +313,14 @@ fn framing(
 ) -> Result<Framing, ExchangeError> {
     let status = status.as_u16();
     let no_body = head_request || status == 204 || status == 304;
-    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if !encodings.is_empty() {
-        if !lengths.is_empty() {
+    let encodings = headers.get_all(header::TRANSFER_ENCODING);
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    if let Some(first) = encodings.iter().next() {
+        if lengths.iter().next().is_some() {
             return Err(malformed("both Content-Length and Transfer-Encoding"));
         }
-        let chunked_only = encodings.len() == 1
-            && encodings[0]
+        let chunked_only = encodings.iter().nth(1).is_none()
+            && first
                 .to_str()
                 .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
         if !chunked_only {
