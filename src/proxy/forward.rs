@@ -410,14 +410,7 @@ async fn attempt(
         let sent = within(read_timeout, progress.as_deref(), send(conn, request)).await;
         match sent {
             Err(failure) => return Err(failure),
-            Ok(Ok(Sent::Hyper { response, conn })) => {
-                // The same strictness as `h1` (hyper would decode these its own way).
-                let head_request = outgoing.method == Method::HEAD;
-                h1::check_framing(response.status(), response.headers(), head_request)
-                    .map_err(|error| Failure::Malformed(Box::new(error)))?;
-                return Ok(Sent::Hyper { response, conn });
-            }
-            Ok(Ok(sent)) => return Ok(sent),
+            Ok(Ok(sent)) => return checked(sent, &outgoing.method),
             Ok(Err(mut error)) => {
                 let unsent = error.take_message();
                 let error = error.into_error();
@@ -549,15 +542,23 @@ async fn in_hyper_once(
     set_target(&mut request, &conn, server, &outgoing.target);
     let read_timeout = upstream.config.read_timeout;
     match within(read_timeout, None, send(conn, request)).await? {
-        Ok(Sent::Hyper { response, conn }) => {
-            let head_request = outgoing.method == Method::HEAD;
-            h1::check_framing(response.status(), response.headers(), head_request)
-                .map_err(|error| Failure::Malformed(Box::new(error)))?;
-            Ok(Sent::Hyper { response, conn })
-        }
-        Ok(sent) => Ok(sent),
+        Ok(sent) => checked(sent, &outgoing.method),
         Err(error) => Err(classify(error.into_error())),
     }
+}
+
+/// A response from hyper's client, refused with the same strictness as `h1`'s (hyper
+/// would decode an ambiguous framing its own way).
+fn checked(sent: Sent, method: &Method) -> Result<Sent, Failure> {
+    if let Sent::Hyper { response, .. } = &sent {
+        h1::check_framing(
+            response.status(),
+            response.headers(),
+            method == Method::HEAD,
+        )
+        .map_err(|error| Failure::Malformed(Box::new(error)))?;
+    }
+    Ok(sent)
 }
 
 /// The request for `server`, before its target is set.
