@@ -688,6 +688,18 @@ fn no_connection_is_pooled_after_a_head_or_an_http_1_0_response() {
         assert_eq!(upstream_json(&next)["target"], format!("/next{round}"));
     }
 
+    let before = api.connections.load(Ordering::Relaxed);
+    assert_eq!(gateway.get("/http10").status, 200);
+    assert_eq!(
+        upstream_json(&gateway.get("/after-http10"))["target"],
+        "/after-http10"
+    );
+    // /http10 went on the pooled connection; the one after it needs a new one.
+    assert_eq!(
+        api.connections.load(Ordering::Relaxed),
+        before + 1,
+        "the HTTP/1.0 connection is not pooled"
+    );
     assert_eq!(gateway.get("/http10").status, 200);
     let mut stream = gateway.connect();
     stream
